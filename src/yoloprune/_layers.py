@@ -1,0 +1,118 @@
+"""Per-layer channel knowledge, in one place: which parameter axis carries a member's channels and
+how to slice a module so it keeps only some of them.
+
+A *member* is one channel axis of one module: `("model.2.cv1.conv", "out")`. Axes:
+  - "out": the channels a layer produces (Conv out, BatchNorm features, Linear out). For a
+    depthwise conv, "out" is its only axis (input channel j produces output channel j).
+  - "in": the channels a layer reads (Conv in, Linear in).
+  - "param:NAME@D": a bare parameter NAME of the module whose dim D is aligned with the channels
+    of a tensor it is combined with element-wise (e.g. a learned per-channel scale).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def is_depthwise(conv: nn.Module) -> bool:
+    """True for a conv whose every group maps one input channel to one output channel."""
+    return isinstance(conv, _CONV) and conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+
+
+def channel_count(module: nn.Module, axis: str) -> int:
+    """Number of channels a module has on an axis ("out", "in" or "param:NAME@D")."""
+    if axis.startswith("param:"):
+        name, dim = _param_axis(axis)
+        return getattr(module, name).shape[dim]
+    if isinstance(module, _CONV + _CONV_T):
+        return module.out_channels if axis == "out" else module.in_channels
+    if isinstance(module, _NORM):
+        return module.num_features
+    if isinstance(module, nn.Linear):
+        return module.out_features if axis == "out" else module.in_features
+    raise TypeError(f"{type(module).__name__} has no channel axis {axis!r}")
+
+
+def _param_axis(axis: str) -> tuple[str, int]:
+    name, dim = axis[len("param:") :].rsplit("@", 1)
+    return name, int(dim)
+
+
+def _select(t: torch.Tensor | None, dim: int, keep: torch.Tensor) -> None:
+    if t is not None:
+        t.data = t.data.index_select(dim, keep.to(t.device)).contiguous()
+
+
+def _slice_conv(m: nn.Module, axis: str, keep: torch.Tensor) -> None:
+    n = len(keep)
+    transposed = isinstance(m, _CONV_T)
+    if axis == "out":
+        if is_depthwise(m):
+            _select(m.weight, 0, keep)
+            m.in_channels = m.groups = n
+        else:
+            _select(m.weight, 1 if transposed else 0, keep)
+        _select(m.bias, 0, keep)
+        m.out_channels = n
+    else:
+        _select(m.weight, 0 if transposed else 1, keep)
+        m.in_channels = n
+
+
+def _slice_norm(m: nn.Module, axis: str, keep: torch.Tensor) -> None:
+    for t in (m.weight, m.bias, m.running_mean, m.running_var):
+        _select(t, 0, keep)
+    m.num_features = len(keep)
+
+
+def _slice_linear(m: nn.Module, axis: str, keep: torch.Tensor) -> None:
+    if axis == "out":
+        _select(m.weight, 0, keep)
+        _select(m.bias, 0, keep)
+        m.out_features = len(keep)
+    else:
+        _select(m.weight, 1, keep)
+        m.in_features = len(keep)
+
+
+_SLICERS: tuple[tuple[tuple[type, ...], Callable[[nn.Module, str, torch.Tensor], None]], ...] = (
+    (_CONV + _CONV_T, _slice_conv),
+    (_NORM, _slice_norm),
+    ((nn.Linear,), _slice_linear),
+)
+
+
+def slice_member(module: nn.Module, axis: str, keep: torch.Tensor) -> None:
+    """Keep only channels `keep` (sorted indices) of `module` on `axis`, in place."""
+    if axis.startswith("param:"):
+        name, dim = _param_axis(axis)
+        _select(getattr(module, name), dim, keep)
+        return
+    for types, slicer in _SLICERS:
+        if isinstance(module, types):
+            slicer(module, axis, keep)
+            return
+    raise TypeError(f"yoloprune cannot slice a {type(module).__name__}")
+
+
+def input_weight(module: nn.Module, axis: str) -> tuple[torch.Tensor, int] | None:
+    """The weight and its dim that read the member's channels, for masking; None if it reads none."""
+    if axis != "in":
+        return None
+    return module.weight, (0 if isinstance(module, _CONV_T) else 1)
+
+
+def output_weight(module: nn.Module, axis: str) -> tuple[torch.Tensor, int] | None:
+    """The weight and its dim that produce the member's channels (filters), for importance scores."""
+    if axis != "out" or isinstance(module, _NORM):
+        return None
+    if isinstance(module, _CONV_T):
+        return module.weight, 1
+    return module.weight, 0
