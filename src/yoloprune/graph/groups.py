@@ -9,7 +9,7 @@ when none of its classes is pinned; otherwise it carries every pin that blocks i
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -62,6 +62,13 @@ class ChannelGraph:
             for run in np.split(pos, breaks):
                 out.append((member, int(run[0]), int(run[-1]) + 1))
         return out
+
+    def with_pins(self, pins: dict[int, Pin]) -> ChannelGraph:
+        """A copy in which group `id` also carries `pins[id]`."""
+        groups = tuple(
+            replace(g, pinned_by=(*g.pinned_by, pins[g.id])) if g.id in pins else g for g in self.groups
+        )
+        return ChannelGraph(self.trace, self.layout, groups)
 
     def groups_of(self, module: str, axis: str | None = None) -> list[Group]:
         """Groups with a member on `module` (and `axis` when given)."""

@@ -91,15 +91,15 @@ class TraceError(RuntimeError):
     """The model's forward pass failed while being traced."""
 
 
-def _tensors(obj: object) -> Iterator[torch.Tensor]:
+def flat_tensors(obj: object) -> Iterator[torch.Tensor]:
     if isinstance(obj, torch.Tensor):
         yield obj
     elif isinstance(obj, (list, tuple)):
         for o in obj:
-            yield from _tensors(o)
+            yield from flat_tensors(o)
     elif isinstance(obj, dict):
         for o in obj.values():
-            yield from _tensors(o)
+            yield from flat_tensors(o)
 
 
 def _arg(args: tuple, kwargs: dict, index: int, name: str, default: object = None) -> object:
@@ -205,13 +205,13 @@ class _Tracer(TorchFunctionMode):
         out = func(*args, **kwargs)
         if func is torch.Tensor.__setitem__:
             self._func = func
-            for t in _tensors(args):
+            for t in flat_tensors(args):
                 v = self.info(t)
                 if v is not None:
                     self.pin(v.elems, "written in place with x[...] = y; the tracer cannot follow it")
             return out
-        ins = [v for v in (self.info(t) for t in _tensors((args, kwargs))) if v is not None]
-        if not ins or not any(True for _ in _tensors(out)):
+        ins = [v for v in (self.info(t) for t in flat_tensors((args, kwargs))) if v is not None]
+        if not ins or not any(True for _ in flat_tensors(out)):
             return out
         self._func = func
         try:
@@ -226,7 +226,7 @@ class _Tracer(TorchFunctionMode):
         for v in ins:
             self.pin(v.elems, reason)
         outs = []
-        for t in _tensors(out):
+        for t in flat_tensors(out):
             if t.ndim >= 2 and id(t) not in self.by_tensor:
                 elems = self.fresh(t.shape[1])
                 self.pin(elems, reason)
@@ -469,7 +469,13 @@ class _Tracer(TorchFunctionMode):
     # -- module context ---------------------------------------------------------------------
     def pre_hook(self, name: str):
         def hook(module, args):
-            self.stack.append(name)
+            parent = self.stack[-1]
+            if parent and not name.startswith(parent + "."):  # a module shared by many parents
+                owner = self.modules.get(parent)
+                child = next((k for k, c in owner.named_children() if c is module), None) if owner else None
+                self.stack.append(f"{parent}.{child}" if child else name)
+            else:
+                self.stack.append(name)
 
         return hook
 
@@ -477,8 +483,8 @@ class _Tracer(TorchFunctionMode):
         def hook(module, args, output):
             self.stack.pop()
             if name not in self.module_io:
-                sizes_in = tuple(len(v.elems) for v in (self.info(t) for t in _tensors(args)) if v is not None)
-                sizes_out = tuple(len(v.elems) for v in (self.info(t) for t in _tensors(output)) if v is not None)
+                sizes_in = tuple(len(v.elems) for v in (self.info(t) for t in flat_tensors(args)) if v is not None)
+                sizes_out = tuple(len(v.elems) for v in (self.info(t) for t in flat_tensors(output)) if v is not None)
                 self.module_io[name] = (sizes_in, sizes_out)
 
         return hook
@@ -521,7 +527,7 @@ def trace(
         for h in handles:
             h.remove()
         model.train(was_training)
-    for t in _tensors(select_outputs(output)):
+    for t in flat_tensors(select_outputs(output)):
         v = tracer.info(t)
         if v is not None:
             tracer.pin(v.elems, "reaches the model output", "output")

@@ -1,0 +1,201 @@
+"""The public Python API: analyze a YOLO model, prune it, verify the result.
+
+Example:
+    >>> import yoloprune
+    >>> result = yoloprune.prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])  # doctest: +SKIP
+    >>> result.save("pruned.pt")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from torch import nn
+
+from yoloprune.bench.stats import count_flops, count_params
+from yoloprune.errors import YoloPruneError
+from yoloprune.graph.groups import ChannelGraph, Group
+from yoloprune.graph.trace import TraceError, trace
+from yoloprune.pruning.apply import apply_plan
+from yoloprune.pruning.plan import Plan, PruneOptions, choose, load_plan, select_groups
+from yoloprune.pruning.probe import probe
+from yoloprune.pruning.verify import Equivalence, compare, excite, masked_copy
+from yoloprune.yolo import adapter
+from yoloprune.yolo.io import load_model, save_checkpoint
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A loaded model and its channel-dependency graph."""
+
+    model: nn.Module
+    graph: ChannelGraph
+    source: str
+    task: str
+    ckpt: dict | None = None
+
+    def group(self, group_id: int) -> Group:
+        return self.graph.groups[group_id]
+
+
+def _suggest(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
+def check_layers(model: nn.Module, names: Iterable[str], flag: str) -> None:
+    """Refuse module paths the model does not have, suggesting the closest real ones."""
+    modules = dict(model.named_modules())
+    for name in names:
+        if name not in modules:
+            raise YoloPruneError(
+                f"{flag} {name!r}: the model has no layer by that name.{_suggest(name, modules)} "
+                "Run `yoloprune inspect MODEL` to list every layer's path."
+            )
+
+
+def scope_of(model: nn.Module, blocks: Iterable[int] | None, layers: Iterable[str] | None) -> tuple[str, ...] | None:
+    """Module paths selected by block indices and layer names; None when neither is given."""
+    if blocks is None and layers is None:
+        return None
+    n = len(adapter.blocks(model))
+    paths = []
+    for b in blocks or ():
+        if not 0 <= int(b) < n:
+            raise YoloPruneError(f"--blocks {b}: this model has blocks 0 to {n - 1}; pick indices in that range.")
+        paths.append(adapter.block_path(int(b)))
+    check_layers(model, layers or (), "--layers")
+    return (*paths, *(layers or ()))
+
+
+def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = True) -> Analysis:
+    """Load `source` (.pt, YAML, YOLO or nn.Module) and trace its channel-dependency graph.
+
+    Example:
+        >>> a = analyze("yolov8n.yaml")  # doctest: +SKIP
+        >>> sum(g.prunable for g in a.graph.groups)  # doctest: +SKIP
+        51
+    """
+    from yoloprune.graph.groups import build_groups
+
+    loaded = load_model(source)
+    model, exclude = loaded.model, tuple(exclude)
+    check_layers(model, exclude, "--exclude")
+    try:
+        t = trace(model, adapter.example_inputs(model), adapter.adapts_split, adapter.select_outputs)
+    except TraceError as e:
+        raise YoloPruneError(f"{loaded.source}: {e}. The model must run on a {adapter.example_inputs(model)[0].shape} input.") from e
+    graph = build_groups(t, exclude)
+    if run_probe:
+        probe_model = excite(copy.deepcopy(model))
+        inputs = adapter.example_inputs(model, seed=0)
+        graph = probe(probe_model, graph, inputs, adapter.fix_attributes, adapter.select_outputs)
+    return Analysis(model, graph, loaded.source, loaded.task, loaded.ckpt)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """A pruned model, the plan that made it and the proof that it is right."""
+
+    model: nn.Module
+    original: nn.Module
+    analysis: Analysis
+    plan: Plan
+    options: PruneOptions
+    equivalence: Equivalence  # on the model's own weights
+    structural: Equivalence  # on a copy whose every channel carries signal (see `excite`)
+    widths: dict[str, tuple[int, int]]
+    params: tuple[int, int]
+    flops: tuple[int, int]
+    imgsz: int
+
+    def plan_json(self) -> str:
+        return self.plan.to_json(self.analysis.source, asdict(self.options))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the pruned model as a plain Ultralytics checkpoint."""
+        meta = {"source": self.analysis.source, "plan": self.plan.convs, "options": asdict(self.options)}
+        return save_checkpoint(self.model, path, meta=meta, source_ckpt=self.analysis.ckpt)
+
+
+def _explain_all_pinned(groups: list[Group]) -> str:
+    lines = []
+    for g in groups[:8]:
+        why = "; ".join(f"{p.member}: {p.reason}" for p in g.pinned_by) or "fewer than 2 channels"
+        lines.append(f"group {g.id} ({g.producers[0].module if g.producers else g.members[0].module}): {why}")
+    more = f" (and {len(groups) - 8} more)" if len(groups) > 8 else ""
+    return "; ".join(lines) + more
+
+
+def imgsz_of(analysis: Analysis) -> int:
+    """The image size the model was trained at (640 unless its checkpoint says otherwise)."""
+    args = (analysis.ckpt or {}).get("train_args") or {}
+    size = args.get("imgsz", 224 if analysis.task == "classify" else 640)
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def prune(
+    source: object,
+    ratio: float = 0.5,
+    *,
+    blocks: Iterable[int] | None = None,
+    layers: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+    importance: str = "l1",
+    round_to: int = 1,
+    seed: int = 0,
+    plan: str | None = None,
+    analysis: Analysis | None = None,
+) -> PruneResult:
+    """Prune whole coupled groups of `source` and prove the result against the masked original.
+
+    `plan` (JSON text from an earlier run) replays exact channel choices instead of choosing.
+
+    Example:
+        >>> r = prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])  # doctest: +SKIP
+        >>> r.equivalence.ok, r.params  # doctest: +SKIP
+        (True, (3157200, 3036256))
+    """
+    scope = None
+    options = PruneOptions(ratio, importance, round_to, seed, None, tuple(exclude))
+    a = analysis or analyze(source, exclude=options.exclude)
+    scope = scope_of(a.model, blocks, layers)
+    options = PruneOptions(ratio, importance, round_to, seed, scope, tuple(exclude))
+    if plan is not None:
+        chosen = load_plan(a.graph, a.model, plan)
+    else:
+        groups = select_groups(a.graph, scope)
+        if not any(g.prunable for g in groups):
+            raise YoloPruneError(
+                "nothing to prune: every group in the selection is pinned. " + _explain_all_pinned(groups)
+            )
+        chosen = choose(a.graph, a.model, groups, options)
+    original = a.model
+    pruned = copy.deepcopy(original)
+    widths = apply_plan(pruned, a.graph, chosen.removed)
+    adapter.fix_attributes(pruned)
+    inputs = adapter.example_inputs(original, seed=seed)
+    equivalence = compare(pruned, masked_copy(original, a.graph, chosen.removed), inputs, adapter.select_outputs)
+    excited = excite(copy.deepcopy(original), seed)
+    excited_pruned = copy.deepcopy(excited)
+    apply_plan(excited_pruned, a.graph, chosen.removed)
+    adapter.fix_attributes(excited_pruned)
+    structural = compare(
+        excited_pruned, masked_copy(excited, a.graph, chosen.removed), inputs, adapter.select_outputs
+    )
+    for name, eq in (("its own weights", equivalence), ("signal-carrying weights", structural)):
+        if not eq.ok:
+            raise YoloPruneError(
+                f"verification failed: on {name} the pruned model differs from the masked original by "
+                f"{eq.max_rel_error:.3g} (tolerance {eq.tolerance:g}). This is a yoloprune bug; please "
+                "report it with the model and the plan (--plan)."
+            )
+    imgsz = imgsz_of(a)
+    size_in = adapter.example_inputs(original, seed=None)[0].new_zeros(1, 3, imgsz, imgsz)
+    params = (count_params(original), count_params(pruned))
+    flops = (count_flops(original, (size_in,)), count_flops(pruned, (size_in,)))
+    return PruneResult(pruned, original, a, chosen, options, equivalence, structural, widths, params, flops, imgsz)
