@@ -160,7 +160,6 @@ def prune(
         >>> r.equivalence.ok, r.params  # doctest: +SKIP
         (True, (3157200, 3036256))
     """
-    scope = None
     options = PruneOptions(ratio, importance, round_to, seed, None, tuple(exclude))
     a = analysis or analyze(source, exclude=options.exclude)
     scope = scope_of(a.model, blocks, layers)
@@ -199,3 +198,23 @@ def prune(
     params = (count_params(original), count_params(pruned))
     flops = (count_flops(original, (size_in,)), count_flops(pruned, (size_in,)))
     return PruneResult(pruned, original, a, chosen, options, equivalence, structural, widths, params, flops, imgsz)
+
+
+def verify(original: object, pruned: object, plan: str) -> Equivalence:
+    """Check a pruned model file against its original and the plan that made it.
+
+    Example:
+        >>> verify("yolov8n.yaml", "pruned.pt", Path("plan.json").read_text()).ok  # doctest: +SKIP
+        True
+    """
+    a = analyze(original, run_probe=False)
+    chosen = load_plan(a.graph, a.model, plan)
+    model = load_model(pruned).model
+    inputs = adapter.example_inputs(a.model, seed=0)
+    try:
+        return compare(model, masked_copy(a.model, a.graph, chosen.removed), inputs, adapter.select_outputs)
+    except RuntimeError as e:
+        raise YoloPruneError(
+            f"the pruned model does not run like the plan says ({str(e).splitlines()[0]}); was it made from "
+            "this original with this plan?"
+        ) from e
