@@ -45,7 +45,9 @@ def naive_breaks(trace: Trace, conv: str, describe: Callable[[str], str] = lambd
 
     `describe(module)` turns a module path into a label for reasons (e.g. "layer 12 (Concat)").
     """
-    start = next((n for n in trace.nodes if n.kind is OpKind.CONV and n.member and n.member.module == conv), None)
+    start = next(
+        (n for n in trace.nodes if n.kind is OpKind.CONV and n.member and n.member.module == conv), None
+    )
     if start is None or not start.outputs:
         return []
     consumers = _consumers(trace)
@@ -64,30 +66,37 @@ def naive_breaks(trace: Trace, conv: str, describe: Callable[[str], str] = lambd
         for node in consumers.get(vid, ()):
             hop = path if path[-1] == (node.module or "model") else (*path, node.module or "model")
             kind = node.kind
-            if kind is OpKind.BATCH_NORM and fresh:  # the conv's own norm is pruned with it
-                queue.extend((o, lost, hop, via, False) for o in node.outputs)
-            elif kind in _FLOW:
+            if kind in _FLOW or (kind is OpKind.BATCH_NORM and fresh):  # own norm is pruned with it
                 queue.extend((o, lost, hop, via, False) for o in node.outputs)
             elif kind is OpKind.CAT and node.detail.get("slots") is not None:
                 slot = node.inputs.index(vid)
                 note = f"concat slot {slot} of {describe(node.module)}"
-                queue.extend((o, lost, (*hop[:-1], f"{hop[-1]} (concat slot {slot})"), note, False)
-                             for o in node.outputs)  # fmt: skip
+                here = (*hop[:-1], f"{hop[-1]} (concat slot {slot})")
+                queue.extend((o, lost, here, note, False) for o in node.outputs)
             elif kind is OpKind.SPLIT and node.detail.get("chunk"):
                 pieces = len(node.outputs)
-                note = f"split inside {describe(node.module)}: chunk({pieces}) now gives pieces of {(size - lost) // pieces}"
+                left = (size - lost) // pieces
+                note = f"split inside {describe(node.module)}: chunk({pieces}) now gives pieces of {left}"
                 per_piece = lost // pieces + (lost % pieces > 0)
-                queue.extend((o, per_piece, (*hop[:-1], f"{hop[-1]} (chunk piece {i})"), note, False)
-                             for i, o in enumerate(node.outputs))  # fmt: skip
+                for i, o in enumerate(node.outputs):
+                    queue.append((o, per_piece, (*hop[:-1], f"{hop[-1]} (chunk piece {i})"), note, False))
             else:
                 brk = _break(trace, node, size, lost, hop, via, describe)
                 breaks.setdefault(brk.module, brk)
     return list(breaks.values())
 
 
-def _break(trace: Trace, node: Node, size: int, lost: int, path: tuple[str, ...], via: str,
-           describe: Callable[[str], str]) -> Break:  # fmt: skip
+def _break(
+    trace: Trace,
+    node: Node,
+    size: int,
+    lost: int,
+    path: tuple[str, ...],
+    via: str,
+    describe: Callable[[str], str],
+) -> Break:
     kind = node.kind
+    where, got = node.module or "model", size - lost
     if kind in (OpKind.CONV, OpKind.LINEAR) and node.member is not None:
         member = node.member
         expected = len(trace.members.get(member, ())) or size
@@ -101,17 +110,18 @@ def _break(trace: Trace, node: Node, size: int, lost: int, path: tuple[str, ...]
             reason = f"direct consumer inside {describe(member.module)}"
         return Break(member.module, expected, expected - lost, reason, path)
     if kind is OpKind.BATCH_NORM and node.member is not None:
-        return Break(node.member.module, size, size - lost, "batch norm holds one statistic per channel", path)
+        return Break(
+            node.member.module, size, size - lost, "batch norm holds one statistic per channel", path
+        )
     if kind is OpKind.BROADCAST:
         what = "residual add" if "add" in node.op else f"element-wise {node.op}"
-        return Break(node.module or "model", size, size - lost,
-                     f"{what} in {describe(node.module)}: the other operand keeps {size} channels", path)  # fmt: skip
+        return Break(
+            where, size, got, f"{what} in {describe(node.module)}: other operand keeps {size} channels", path
+        )
     if kind is OpKind.SPLIT:
         sizes = node.detail.get("sizes")
-        return Break(node.module or "model", size, size - lost,
-                     f"split into fixed sizes {sizes} in {describe(node.module)}", path)  # fmt: skip
+        return Break(where, size, got, f"split into fixed sizes {sizes} in {describe(node.module)}", path)
     if kind is OpKind.CAT:
-        return Break(node.module or "model", size, size - lost,
-                     f"concatenation along another axis in {describe(node.module)} needs equal channels", path)  # fmt: skip
+        return Break(where, size, got, f"concatenation along another axis in {describe(node.module)}", path)
     reason = node.detail.get("reason") or f"{node.op} in {describe(node.module)} expects {size} channels"
-    return Break(node.module or "model", size, size - lost, reason, path)
+    return Break(where, size, got, reason, path)

@@ -88,7 +88,6 @@ _TABLE: dict[OpKind, tuple] = {
 KNOWN_OPS: dict[object, OpKind] = {fn: kind for kind, fns in _TABLE.items() for fn in fns}
 
 
-
 def op_kind(func: object) -> OpKind:
     """The kind of a torch function, `OpKind.UNKNOWN` when it is not in the checked list."""
     return KNOWN_OPS.get(func, OpKind.UNKNOWN)

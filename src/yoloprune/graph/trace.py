@@ -12,6 +12,7 @@ this beats autograd-graph walking and torch.export here.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -195,8 +196,16 @@ class _Tracer(TorchFunctionMode):
         index = len(self.nodes)
         made = tuple(self.set(t, cdim, elems, index).id for t, cdim, elems in outs)
         self.nodes.append(
-            Node(index, kind, op_name(self._func), self.stack[-1], tuple(v.id for v in ins), made,
-                 member, dict(detail))  # fmt: skip
+            Node(
+                index,
+                kind,
+                op_name(self._func),
+                self.stack[-1],
+                tuple(v.id for v in ins),
+                made,
+                member,
+                dict(detail),
+            )
         )
 
     # -- the mode ---------------------------------------------------------------------------
@@ -240,9 +249,13 @@ class _Tracer(TorchFunctionMode):
         x, w = args[0], _arg(args, kwargs, 1, "weight")
         owner, xv = self._owner(w), self.info(x)
         if owner is None or xv is None:
-            return self._unknown(args, kwargs, out, ins, "convolution with a weight that is not a module parameter")
+            return self._unknown(
+                args, kwargs, out, ins, "convolution with a weight that is not a module parameter"
+            )
         if xv.cdim != 1:
-            return self._unknown(args, kwargs, out, ins, "convolution over an axis that is not the channel axis")
+            return self._unknown(
+                args, kwargs, out, ins, "convolution over an axis that is not the channel axis"
+            )
         name = owner[0]
         groups = int(_arg(args, kwargs, 6, "groups", 1))
         c_in, c_out = x.shape[1], out.shape[1]
@@ -254,7 +267,9 @@ class _Tracer(TorchFunctionMode):
             elems = xv.elems
             self.bind(Member(name, "out"), elems)
         else:
-            reason = f"grouped conv (groups={groups}) ties channels in blocks; only depthwise convs are pruned"
+            reason = (
+                f"grouped conv (groups={groups}) ties channels in blocks; only depthwise convs are pruned"
+            )
             self.pin(xv.elems, reason, name)
             elems = self.fresh(c_out)
             self.bind(Member(name, "out"), elems)
@@ -273,9 +288,13 @@ class _Tracer(TorchFunctionMode):
 
     def _batch_norm(self, args, kwargs, out, ins) -> None:
         x, xv = args[0], ins[0]
-        owner = self._owner(_arg(args, kwargs, 3, "weight")) or self._owner(_arg(args, kwargs, 1, "running_mean"))
+        owner = self._owner(_arg(args, kwargs, 3, "weight")) or self._owner(
+            _arg(args, kwargs, 1, "running_mean")
+        )
         if xv.cdim != 1 or x.ndim < 2:
-            return self._unknown(args, kwargs, out, ins, "batch norm over an axis that is not the channel axis")
+            return self._unknown(
+                args, kwargs, out, ins, "batch norm over an axis that is not the channel axis"
+            )
         member = Member(owner[0], "out") if owner else None
         if member:
             self.bind(member, xv.elems)
@@ -330,7 +349,9 @@ class _Tracer(TorchFunctionMode):
         dim = int(_arg(args, kwargs, 1, "dim", 0)) % out.ndim
         cdims = {self.info(t).cdim for t in tensors if self.info(t) is not None}
         if len(cdims) != 1:
-            return self._unknown(args, kwargs, out, ins, "concatenation of tensors with different channel axes")
+            return self._unknown(
+                args, kwargs, out, ins, "concatenation of tensors with different channel axes"
+            )
         cdim = cdims.pop()
         if dim == cdim:
             parts = []
@@ -366,7 +387,7 @@ class _Tracer(TorchFunctionMode):
             return self.node(OpKind.SPLIT, ins, [(p, xv.cdim, xv.elems) for p in pieces])
         sizes = [p.shape[dim] for p in pieces]
         bounds = np.cumsum([0, *sizes])
-        parts = [xv.elems[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        parts = [xv.elems[a:b] for a, b in itertools.pairwise(bounds)]
         chunk = self._func in (torch.chunk, torch.Tensor.chunk)
         module = self.modules.get(self.stack[-1])
         adapts = chunk or (module is not None and self.adapts_split(module))
@@ -430,13 +451,17 @@ class _Tracer(TorchFunctionMode):
         x, xv = args[0], ins[0]
         size, stride = x.shape[xv.cdim], x.stride(xv.cdim)
         found = next((k for k in range(out.ndim) if out.shape[k] == size and out.stride(k) == stride), None)
-        self._place(args, kwargs, out, ins, found, "the channel axis is moved in a way the tracer cannot follow")
+        self._place(
+            args, kwargs, out, ins, found, "the channel axis is moved in a way the tracer cannot follow"
+        )
 
     def _spatial(self, args, kwargs, out, ins) -> None:
         x, xv = args[0], ins[0]
         y = out[0] if isinstance(out, tuple) else out
         ok = isinstance(y, torch.Tensor) and y.ndim == x.ndim and y.shape[xv.cdim] == x.shape[xv.cdim]
-        self._place(args, kwargs, y, ins, xv.cdim if ok else None, "pooling or padding changes the channel axis")
+        self._place(
+            args, kwargs, y, ins, xv.cdim if ok else None, "pooling or padding changes the channel axis"
+        )
 
     def _reduce(self, args, kwargs, out, ins) -> None:
         x, xv = args[0], ins[0]
@@ -483,8 +508,12 @@ class _Tracer(TorchFunctionMode):
         def hook(module, args, output):
             self.stack.pop()
             if name not in self.module_io:
-                sizes_in = tuple(len(v.elems) for v in (self.info(t) for t in flat_tensors(args)) if v is not None)
-                sizes_out = tuple(len(v.elems) for v in (self.info(t) for t in flat_tensors(output)) if v is not None)
+                sizes_in = tuple(
+                    len(v.elems) for v in (self.info(t) for t in flat_tensors(args)) if v is not None
+                )
+                sizes_out = tuple(
+                    len(v.elems) for v in (self.info(t) for t in flat_tensors(output)) if v is not None
+                )
                 self.module_io[name] = (sizes_in, sizes_out)
 
         return hook
@@ -532,4 +561,6 @@ def trace(
         if v is not None:
             tracer.pin(v.elems, "reaches the model output", "output")
     types = {name: type(m).__name__ for name, m in tracer.modules.items()}
-    return Trace(tracer.parent, tracer.members, tracer.pins, tracer.nodes, tracer.values, tracer.module_io, types)
+    return Trace(
+        tracer.parent, tracer.members, tracer.pins, tracer.nodes, tracer.values, tracer.module_io, types
+    )
