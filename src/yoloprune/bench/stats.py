@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-import itertools
-
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from yoloprune._meta import meta_copy
 
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters."""
     return sum(p.numel() for p in model.parameters())
-
-
-def meta_copy(model: nn.Module) -> nn.Module:
-    """A copy of `model` on the meta device: same shapes, no data, made without copying weights."""
-    memo: dict[int, object] = {}
-    for t in itertools.chain(model.parameters(), model.buffers()):
-        meta = t.detach().to("meta")
-        memo[id(t)] = nn.Parameter(meta, t.requires_grad) if isinstance(t, nn.Parameter) else meta
-    return copy.deepcopy(model, memo)
 
 
 def count_flops(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:

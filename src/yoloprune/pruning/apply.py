@@ -11,7 +11,10 @@ from yoloprune.graph.groups import ChannelGraph
 
 
 def apply_plan(model: nn.Module, graph: ChannelGraph, removed: frozenset[int]) -> dict[str, tuple[int, int]]:
-    """Slice `model` (the traced one) so no member keeps a removed class; returns path.axis -> (before, after)."""
+    """Slice `model` (the traced one) so no member keeps a removed class, in place.
+
+    Returns `"path.axis" -> (channels before, channels after)` for every member that changed.
+    """
     modules = dict(model.named_modules())
     rem = np.fromiter(removed, dtype=np.int64, count=len(removed))
     widths = {}

@@ -90,7 +90,7 @@ def kept_count(size: int, ratio: float, round_to: int) -> int:
     """Channels a group of `size` keeps: `size * (1 - ratio)` rounded to `round_to`, never zero."""
     keep = size - int(size * ratio)
     if round_to > 1:
-        keep = max(round_to, int(round(keep / round_to)) * round_to)
+        keep = max(round_to, round(keep / round_to) * round_to)
     return max(1, min(size, keep))
 
 
@@ -133,19 +133,21 @@ def load_plan(graph: ChannelGraph, model: nn.Module, text: str, where: str = "pl
         if not isinstance(convs, dict):
             raise TypeError("'convs' is not an object")
     except (ValueError, KeyError, TypeError) as e:
-        raise YoloPruneError(f"{where} is not a yoloprune plan ({e}); write one with `yoloprune prune --plan`.") from e
+        raise YoloPruneError(
+            f"{where} is not a yoloprune plan ({e}); write one with `yoloprune prune --plan`."
+        ) from e
     expected = doc.get("fingerprint")
     if expected and expected != fingerprint(graph):
         raise YoloPruneError(
             f"{where} was made for a different model (fingerprint {expected}, this model "
             f"{fingerprint(graph)}, source {doc.get('source')!r}); replay it on the model it was made for."
         )
-    outs = {m.module: (m, lay) for m, lay in graph.layout.items() if m.axis == "out"}
+    outs = {m.module: lay for m, lay in graph.layout.items() if m.axis == "out"}
     removed: set[int] = set()
     for path, entry in convs.items():
         if path not in outs:
             raise YoloPruneError(f"{where} names layer {path!r}, which this model does not have.")
-        member, layout = outs[path]
+        layout = outs[path]
         keep = entry.get("keep_out") if isinstance(entry, dict) else None
         ok = isinstance(keep, list) and all(isinstance(i, int) for i in keep)
         if not ok or len(set(keep)) != len(keep) or not keep or min(keep) < 0 or max(keep) >= len(layout):
@@ -167,8 +169,8 @@ def load_plan(graph: ChannelGraph, model: nn.Module, text: str, where: str = "pl
     ]
     if clash or removed & pinned:
         raise YoloPruneError(
-            f"{where} removes channels of {', '.join(clash) or 'a pinned group'} without the layers coupled to "
-            "them (or touches a pinned group), so it would break the model. Make plans with "
+            f"{where} removes channels of {', '.join(clash) or 'a pinned group'} without the layers "
+            "coupled to them (or touches a pinned group), so it would break the model. Make plans with "
             "`yoloprune prune --plan` and do not edit coupled layers separately."
         )
     return plan
