@@ -127,7 +127,7 @@ def group_with(graph, module: str, axis: str = "out"):
 
 
 def prune_all(model: nn.Module, ratio: float = 0.5, importance: str = "l1"):
-    model = excite(model.eval())
+    model = excite(model.eval(), X)
     graph = graph_of(model)
     plan = choose(graph, model, select_groups(graph, None), PruneOptions(ratio=ratio, importance=importance))
     pruned = copy.deepcopy(model)
@@ -230,7 +230,7 @@ def test_prune_equals_masked_original(cls, importance):
 
 
 def test_masking_check_can_fail():
-    model = excite(Residual().eval())
+    model = excite(Residual().eval(), X)
     graph, plan, pruned, _ = prune_all(model)
     wrong = copy.deepcopy(pruned)
     with torch.no_grad():

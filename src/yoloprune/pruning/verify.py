@@ -25,10 +25,17 @@ class Equivalence:
     max_rel_error: float
     outputs: int
     tolerance: float = TOLERANCE
+    signal: float | None = None  # how much the outputs change with the input (None: not measured)
 
     @property
     def ok(self) -> bool:
         return self.max_rel_error <= self.tolerance
+
+    @property
+    def informative(self) -> bool:
+        """False when the outputs barely depend on the input (e.g. untrained weights): then even a
+        wrong model could pass, and only a check on signal-carrying weights (`excite`) proves much."""
+        return self.signal is None or self.signal > 10 * self.tolerance
 
 
 def masked_copy(model: nn.Module, graph: ChannelGraph, removed: frozenset[int]) -> nn.Module:
@@ -46,27 +53,34 @@ def masked_copy(model: nn.Module, graph: ChannelGraph, removed: frozenset[int]) 
     return masked
 
 
+def _outputs(m: nn.Module, inputs: tuple[torch.Tensor, ...], select: Callable[[object], object]) -> list:
+    was, dtype = m.training, next(m.parameters()).dtype
+    m.eval().double()  # float64: float32 rounding can neither hide nor fake a difference
+    try:
+        with torch.no_grad():
+            return list(flat_tensors(select(m(*(x.double() for x in inputs)))))
+    finally:
+        m.to(dtype).train(was)
+
+
 def compare(
     pruned: nn.Module,
     masked: nn.Module,
     inputs: tuple[torch.Tensor, ...],
     select_outputs: Callable[[object], object] = lambda o: o,
+    measure_signal: bool = False,
 ) -> Equivalence:
-    """Run both models in eval mode on `inputs` and measure how far their outputs differ."""
-    outs = []
-    for m in (pruned, masked):
-        was = m.training
-        m.eval()
-        try:
-            with torch.no_grad():
-                outs.append(list(flat_tensors(select_outputs(m(*inputs)))))
-        finally:
-            m.train(was)
-    a, b = outs
+    """Run both models in eval mode, in float64, on `inputs` and measure how far their outputs
+    differ; with `measure_signal`, also how far the masked model's outputs move for another input."""
+    a, b = _outputs(pruned, inputs, select_outputs), _outputs(masked, inputs, select_outputs)
     if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b, strict=False)):
         return Equivalence(float("inf"), len(b))
     err = max((_rel_error(x, y) for x, y in zip(a, b, strict=True)), default=0.0)
-    return Equivalence(err, len(b))
+    signal = None
+    if measure_signal:
+        other = _outputs(masked, tuple(x.flip(-1) for x in inputs), select_outputs)
+        signal = max((_rel_error(x, y) for x, y in zip(other, b, strict=True)), default=0.0)
+    return Equivalence(err, len(b), signal=signal)
 
 
 def _rel_error(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -82,18 +96,27 @@ def _rel_error(x: torch.Tensor, y: torch.Tensor) -> float:
     return (diff / torch.maximum(scale, floor)).max().item()
 
 
-def excite(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm random statistics and affine terms, in place, so that in a freshly
-    initialised model every channel carries signal to the outputs. Equivalence checks on such a
-    model are sharp; on a raw random init most channels fade out and a check proves little."""
+def excite(model: nn.Module, inputs: tuple[torch.Tensor, ...], seed: int = 0) -> nn.Module:
+    """Make every channel of a model carry input-dependent signal, in place: random BatchNorm
+    affine terms, then BatchNorm statistics recalibrated on `inputs` (a train-mode forward), so
+    every normalised activation is O(1) and varies with the input. On raw random init most
+    channels fade to constants and an equivalence check proves little; on this, it is sharp."""
     g = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None:
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 0.1 + 0.15)
-                if m.affine:
-                    m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                    m.bias.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+        for m in norms:
+            if m.affine:
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: the statistics of exactly this batch
+        was = model.training
+        model.train()
+        try:
+            model(*inputs)
+        finally:
+            model.train(was)
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
     return model

@@ -58,7 +58,9 @@ def check_layers(model: nn.Module, names: Iterable[str], flag: str) -> None:
             )
 
 
-def scope_of(model: nn.Module, blocks: Iterable[int] | None, layers: Iterable[str] | None) -> tuple[str, ...] | None:
+def scope_of(
+    model: nn.Module, blocks: Iterable[int] | None, layers: Iterable[str] | None
+) -> tuple[str, ...] | None:
     """Module paths selected by block indices and layer names; None when neither is given."""
     if blocks is None and layers is None:
         return None
@@ -66,10 +68,17 @@ def scope_of(model: nn.Module, blocks: Iterable[int] | None, layers: Iterable[st
     paths = []
     for b in blocks or ():
         if not 0 <= int(b) < n:
-            raise YoloPruneError(f"--blocks {b}: this model has blocks 0 to {n - 1}; pick indices in that range.")
+            raise YoloPruneError(
+                f"--blocks {b}: this model has blocks 0 to {n - 1}; pick indices in that range."
+            )
         paths.append(adapter.block_path(int(b)))
     check_layers(model, layers or (), "--layers")
     return (*paths, *(layers or ()))
+
+
+def excited_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of `model` whose every channel carries input-dependent signal (see `excite`)."""
+    return excite(copy.deepcopy(model), adapter.example_inputs(model, batch=4, seed=seed + 1), seed)
 
 
 def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = True) -> Analysis:
@@ -88,10 +97,12 @@ def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = Tr
     try:
         t = trace(model, adapter.example_inputs(model), adapter.adapts_split, adapter.select_outputs)
     except TraceError as e:
-        raise YoloPruneError(f"{loaded.source}: {e}. The model must run on a {adapter.example_inputs(model)[0].shape} input.") from e
+        raise YoloPruneError(
+            f"{loaded.source}: {e}. The model must run on a {adapter.example_inputs(model)[0].shape} input."
+        ) from e
     graph = build_groups(t, exclude)
     if run_probe:
-        probe_model = excite(copy.deepcopy(model))
+        probe_model = excited_copy(model)
         inputs = adapter.example_inputs(model, seed=0)
         graph = probe(probe_model, graph, inputs, adapter.fix_attributes, adapter.select_outputs)
     return Analysis(model, graph, loaded.source, loaded.task, loaded.ckpt)
@@ -178,8 +189,10 @@ def prune(
     widths = apply_plan(pruned, a.graph, chosen.removed)
     adapter.fix_attributes(pruned)
     inputs = adapter.example_inputs(original, seed=seed)
-    equivalence = compare(pruned, masked_copy(original, a.graph, chosen.removed), inputs, adapter.select_outputs)
-    excited = excite(copy.deepcopy(original), seed)
+    equivalence = compare(
+        pruned, masked_copy(original, a.graph, chosen.removed), inputs, adapter.select_outputs
+    )
+    excited = excited_copy(original, seed)
     excited_pruned = copy.deepcopy(excited)
     apply_plan(excited_pruned, a.graph, chosen.removed)
     adapter.fix_attributes(excited_pruned)
@@ -197,7 +210,9 @@ def prune(
     size_in = adapter.example_inputs(original, seed=None)[0].new_zeros(1, 3, imgsz, imgsz)
     params = (count_params(original), count_params(pruned))
     flops = (count_flops(original, (size_in,)), count_flops(pruned, (size_in,)))
-    return PruneResult(pruned, original, a, chosen, options, equivalence, structural, widths, params, flops, imgsz)
+    return PruneResult(
+        pruned, original, a, chosen, options, equivalence, structural, widths, params, flops, imgsz
+    )
 
 
 def verify(original: object, pruned: object, plan: str) -> Equivalence:
@@ -212,7 +227,8 @@ def verify(original: object, pruned: object, plan: str) -> Equivalence:
     model = load_model(pruned).model
     inputs = adapter.example_inputs(a.model, seed=0)
     try:
-        return compare(model, masked_copy(a.model, a.graph, chosen.removed), inputs, adapter.select_outputs)
+        masked = masked_copy(a.model, a.graph, chosen.removed)
+        return compare(model, masked, inputs, adapter.select_outputs, measure_signal=True)
     except RuntimeError as e:
         raise YoloPruneError(
             f"the pruned model does not run like the plan says ({str(e).splitlines()[0]}); was it made from "
