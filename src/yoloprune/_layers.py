@@ -23,7 +23,9 @@ _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 def is_depthwise(conv: nn.Module) -> bool:
     """True for a conv whose every group maps one input channel to one output channel."""
-    return isinstance(conv, _CONV) and conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+    return (
+        isinstance(conv, _CONV) and conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+    )
 
 
 def channel_count(module: nn.Module, axis: str) -> int:

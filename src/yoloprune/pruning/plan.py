@@ -164,8 +164,9 @@ def load_plan(graph: ChannelGraph, model: nn.Module, text: str, where: str = "pl
         removed.update(layout[drop].tolist())
     plan = plan_from_removed(graph, model, frozenset(removed))
     pinned = {c for g in graph.groups if not g.prunable for c in g.classes}
-    clash = sorted(set(plan.convs) ^ set(convs)) or [
-        p for p in convs if plan.convs[p]["keep_out"] != sorted(convs[p]["keep_out"])
+    changed = {p for p, e in convs.items() if len(e["keep_out"]) < e.get("out_before", len(outs[p]))}
+    clash = sorted(set(plan.convs) ^ changed) or [
+        p for p in changed if plan.convs[p]["keep_out"] != sorted(convs[p]["keep_out"])
     ]
     if clash or removed & pinned:
         raise YoloPruneError(
