@@ -76,6 +76,7 @@ class Trace:
     values: dict[int, Value]
     module_io: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]  # module -> (in, out) channel counts
     module_types: dict[str, str]
+    notes: tuple[str, ...] = ()  # what the trace could not do, e.g. a failed train-mode pass
 
     def find(self, e: int) -> int:
         parent = self.parent
@@ -519,13 +520,24 @@ class _Tracer(TorchFunctionMode):
         return hook
 
 
+def _forward(tracer: _Tracer, model: nn.Module, inputs: tuple, select_outputs: Callable) -> None:
+    with torch.no_grad(), tracer:
+        output = model(*inputs)
+    for t in flat_tensors(select_outputs(output)):
+        v = tracer.info(t)
+        if v is not None:
+            tracer.pin(v.elems, "reaches the model output", "output")
+
+
 def trace(
     model: nn.Module,
     example_inputs: tuple[torch.Tensor, ...],
     adapts_split: Callable[[nn.Module], bool] = lambda module: False,
     select_outputs: Callable[[object], object] = lambda output: output,
 ) -> Trace:
-    """Run `model(*example_inputs)` once in eval mode and record how its channels are coupled.
+    """Run `model(*example_inputs)` in eval mode, then in train mode, and record how its channels
+    are coupled. The train-mode pass finds layers only training uses (auxiliary heads); buffers
+    such as BatchNorm statistics are restored after it, and a failing train pass is noted, not fatal.
 
     `adapts_split(module)` says whether a `split` with explicit sizes called inside `module` takes
     its sizes from attributes that pruning keeps up to date (otherwise such a split pins).
@@ -544,23 +556,28 @@ def trace(
         handles.append(module.register_forward_pre_hook(tracer.pre_hook(name)))
         handles.append(module.register_forward_hook(tracer.post_hook(name)))
     was_training = model.training
-    model.eval()
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    notes = []
     try:
         for x in example_inputs:
             tracer.pin(tracer.set(x, 1, tracer.fresh(x.shape[1])).elems, "model input channels", "input")
-        with torch.no_grad(), tracer:
-            output = model(*example_inputs)
-    except Exception as e:
-        raise TraceError(f"the model's forward pass failed while tracing at {tracer.site()}: {e}") from e
+        try:
+            _forward(tracer, model.eval(), example_inputs, select_outputs)
+        except Exception as e:
+            raise TraceError(f"the model's forward pass failed while tracing at {tracer.site()}: {e}") from e
+        try:
+            _forward(tracer, model.train(), example_inputs, select_outputs)
+        except Exception as e:  # e.g. heads whose training forward needs targets
+            notes.append(f"train-mode forward failed at {tracer.site()} ({type(e).__name__}: {e})")
     finally:
         for h in handles:
             h.remove()
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
         model.train(was_training)
-    for t in flat_tensors(select_outputs(output)):
-        v = tracer.info(t)
-        if v is not None:
-            tracer.pin(v.elems, "reaches the model output", "output")
     types = {name: type(m).__name__ for name, m in tracer.modules.items()}
     return Trace(
-        tracer.parent, tracer.members, tracer.pins, tracer.nodes, tracer.values, tracer.module_io, types
-    )
+        tracer.parent, tracer.members, tracer.pins, tracer.nodes, tracer.values, tracer.module_io, types,
+        tuple(notes),
+    )  # fmt: skip

@@ -19,7 +19,7 @@ from yoloprune._meta import meta_copy
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.graph.trace import Pin
 from yoloprune.pruning.apply import apply_plan
-from yoloprune.pruning.verify import compare, masked_copy
+from yoloprune.pruning.verify import prune_and_compare
 
 Check = Callable[[list[Group]], "str | None"]
 
@@ -71,12 +71,10 @@ def probe(
         return None
 
     def values(groups: list[Group]) -> str | None:
-        removed = _removal(groups)
-        trial = copy.deepcopy(model)
-        apply_plan(trial, graph, removed)
-        fix_attributes(trial)
         try:
-            eq = compare(trial, masked_copy(model, graph, removed), inputs, select_outputs)
+            _, _, eq = prune_and_compare(
+                model, graph, _removal(groups), inputs, fix_attributes, select_outputs
+            )
         except Exception as e:
             return _first_line(e)
         return (

@@ -14,6 +14,7 @@ from torch import nn
 from yoloprune._layers import input_weight
 from yoloprune.graph.groups import ChannelGraph
 from yoloprune.graph.trace import flat_tensors
+from yoloprune.pruning.apply import apply_plan
 
 TOLERANCE = 1e-4
 
@@ -81,6 +82,23 @@ def compare(
         other = _outputs(masked, tuple(x.flip(-1) for x in inputs), select_outputs)
         signal = max((_rel_error(x, y) for x, y in zip(other, b, strict=True)), default=0.0)
     return Equivalence(err, len(b), signal=signal)
+
+
+def prune_and_compare(
+    model: nn.Module,
+    graph: ChannelGraph,
+    removed: frozenset[int],
+    inputs: tuple[torch.Tensor, ...],
+    fix_attributes: Callable[[nn.Module], None] = lambda m: None,
+    select_outputs: Callable[[object], object] = lambda o: o,
+    measure_signal: bool = False,
+) -> tuple[nn.Module, dict[str, tuple[int, int]], Equivalence]:
+    """Prune a copy of `model` and compare it with the masked original: (pruned, widths, result)."""
+    pruned = copy.deepcopy(model)
+    widths = apply_plan(pruned, graph, removed)
+    fix_attributes(pruned)
+    masked = masked_copy(model, graph, removed)
+    return pruned, widths, compare(pruned, masked, inputs, select_outputs, measure_signal)
 
 
 def _rel_error(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -23,7 +23,7 @@ from yoloprune.graph.trace import TraceError, trace
 from yoloprune.pruning.apply import apply_plan
 from yoloprune.pruning.plan import Plan, PruneOptions, choose, load_plan, select_groups
 from yoloprune.pruning.probe import probe
-from yoloprune.pruning.verify import Equivalence, compare, excite, masked_copy
+from yoloprune.pruning.verify import Equivalence, compare, excite, masked_copy, prune_and_compare
 from yoloprune.yolo import adapter
 from yoloprune.yolo.io import load_model, save_checkpoint
 
@@ -185,20 +185,13 @@ def prune(
             )
         chosen = choose(a.graph, a.model, groups, options)
     original = a.model
-    pruned = copy.deepcopy(original)
-    widths = apply_plan(pruned, a.graph, chosen.removed)
-    adapter.fix_attributes(pruned)
     inputs = adapter.example_inputs(original, seed=seed)
-    equivalence = compare(
-        pruned, masked_copy(original, a.graph, chosen.removed), inputs, adapter.select_outputs
+    fix, select = adapter.fix_attributes, adapter.select_outputs
+    pruned, widths, equivalence = prune_and_compare(
+        original, a.graph, chosen.removed, inputs, fix, select, True
     )
     excited = excited_copy(original, seed)
-    excited_pruned = copy.deepcopy(excited)
-    apply_plan(excited_pruned, a.graph, chosen.removed)
-    adapter.fix_attributes(excited_pruned)
-    structural = compare(
-        excited_pruned, masked_copy(excited, a.graph, chosen.removed), inputs, adapter.select_outputs
-    )
+    _, _, structural = prune_and_compare(excited, a.graph, chosen.removed, inputs, fix, select)
     for name, eq in (("its own weights", equivalence), ("signal-carrying weights", structural)):
         if not eq.ok:
             raise YoloPruneError(
