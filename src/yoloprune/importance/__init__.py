@@ -1,0 +1,7 @@
+"""Importance criteria: each scores the channel classes of a group. Importing this package
+registers every built-in criterion in `CRITERIA`."""
+
+from yoloprune.importance import magnitude
+from yoloprune.importance.base import CRITERIA, Context, Criterion, register
+
+__all__ = ["CRITERIA", "Context", "Criterion", "magnitude", "register"]

@@ -7,21 +7,17 @@ member's mean norm, so layers of different scale count alike. Higher means more 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
-from torch import nn
 
 from yoloprune._layers import input_weight, output_weight
-from yoloprune.graph.groups import ChannelGraph, Group
-
-Criterion = Callable[[ChannelGraph, Group, nn.Module, np.random.Generator], np.ndarray]
+from yoloprune.graph.groups import Group
+from yoloprune.importance.base import Context, Criterion, register
 
 
 def _norm_scores(p: float) -> Criterion:
-    def score(graph: ChannelGraph, group: Group, model: nn.Module, rng: np.random.Generator) -> np.ndarray:
-        modules = dict(model.named_modules())
+    def score(ctx: Context, group: Group) -> np.ndarray:
+        graph, modules = ctx.graph, ctx.modules
         index = {c: i for i, c in enumerate(group.classes)}
         total, counted = np.zeros(group.size), 0
         for member in group.members:
@@ -43,8 +39,10 @@ def _norm_scores(p: float) -> Criterion:
     return score
 
 
-def _random(graph: ChannelGraph, group: Group, model: nn.Module, rng: np.random.Generator) -> np.ndarray:
-    return rng.random(group.size)
+register("l1")(_norm_scores(1.0))
+register("l2")(_norm_scores(2.0))
 
 
-CRITERIA: dict[str, Criterion] = {"l1": _norm_scores(1.0), "l2": _norm_scores(2.0), "random": _random}
+@register("random")
+def _random(ctx: Context, group: Group) -> np.ndarray:
+    return ctx.rng.random(group.size)

@@ -19,7 +19,7 @@ from torch import nn
 from yoloprune._layers import output_weight
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.groups import ChannelGraph, Group
-from yoloprune.importance.magnitude import CRITERIA
+from yoloprune.importance import CRITERIA, Context
 
 PLAN_VERSION = 1
 
@@ -96,7 +96,7 @@ def kept_count(size: int, ratio: float, round_to: int) -> int:
 
 def choose(graph: ChannelGraph, model: nn.Module, groups: list[Group], options: PruneOptions) -> Plan:
     """Remove the least important classes of each prunable group in `groups`."""
-    rng = np.random.default_rng(options.seed)
+    ctx = Context(model, graph, np.random.default_rng(options.seed))
     score = CRITERIA[options.importance]
     removed: set[int] = set()
     for group in groups:
@@ -105,7 +105,7 @@ def choose(graph: ChannelGraph, model: nn.Module, groups: list[Group], options: 
         keep = kept_count(group.size, options.ratio, options.round_to)
         if keep == group.size:
             continue
-        scores = score(graph, group, model, rng)
+        scores = score(ctx, group)
         order = np.argsort(scores, kind="stable")  # least important first
         removed.update(group.classes[i] for i in order[: group.size - keep].tolist())
     return plan_from_removed(graph, model, frozenset(removed))
