@@ -91,9 +91,11 @@ def test_plan_replay_gives_identical_model(v8n, tmp_path):
     entry = doc["convs"]["model.2.cv1.conv"]
     assert entry["out_before"] == 32 and entry["keep_out"] == sorted(entry["keep_out"])
     again = prune("yolov8n.yaml", plan=r.plan_json(), analysis=v8n)
+    assert (again.options.ratio, again.options.importance, again.options.round_to) == (0.3, "l2", 4)
     assert widths(again.model) == widths(r.model)
     assert all(
-        torch.equal(a, b) for a, b in zip(again.model.state_dict().values(), r.model.state_dict().values())
+        torch.equal(a, b)
+        for a, b in zip(again.model.state_dict().values(), r.model.state_dict().values(), strict=True)
     )
 
 
@@ -167,17 +169,23 @@ def test_verify_rejects_a_model_that_does_not_match_its_plan(tmp_path):
     r = prune(source, 0.5)
     path = r.save(tmp_path / "pruned.pt")
     good = verify(source, path, r.plan_json())
-    assert good.ok and good.informative
+    assert good.ok and good.equivalence.informative
     with torch.no_grad():
         r.model.model[2].cv2.conv.weight.mul_(-1)
-    bad = r.save(tmp_path / "tampered.pt")
-    assert not verify(source, bad, r.plan_json()).ok
+    bad = verify(source, r.save(tmp_path / "tampered.pt"), r.plan_json())
+    assert not bad.ok and not bad.same_weights and not bad.equivalence.ok and bad.same_shapes
 
 
-def test_verify_says_when_untrained_weights_make_it_vacuous(v8n, tmp_path):
-    r = prune("yolov8n.yaml", 0.5, analysis=v8n)
-    eq = verify("yolov8n.yaml", r.save(tmp_path / "pruned.pt"), r.plan_json())
-    assert eq.ok and not eq.informative and r.structural.ok
+def test_verify_catches_other_channels_even_on_untrained_weights(v8n, tmp_path):
+    r = prune("yolov8n.yaml", 0.5, blocks=[1], analysis=v8n)
+    path = r.save(tmp_path / "pruned.pt")
+    good = verify("yolov8n.yaml", path, r.plan_json())  # YAML builds are seeded: same weights
+    assert good.ok and not good.equivalence.informative  # untrained: outputs ignore the input
+    doc = json.loads(r.plan_json())
+    entry = doc["convs"]["model.1.conv"]
+    entry["keep_out"] = sorted(set(range(entry["out_before"])) - set(entry["keep_out"]))  # the others
+    wrong = verify("yolov8n.yaml", path, json.dumps(doc))
+    assert wrong.same_shapes and not wrong.same_weights and not wrong.ok
 
 
 def test_example_input_matches_stride():

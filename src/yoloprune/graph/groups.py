@@ -77,7 +77,8 @@ class ChannelGraph:
         ]
 
 
-def _covers(prefix: str, module: str) -> bool:
+def covers(prefix: str, module: str) -> bool:
+    """True when module path `module` is `prefix` or lies inside it (`model.2` covers `model.2.cv1`)."""
     return module == prefix or module.startswith(prefix + ".")
 
 
@@ -121,7 +122,7 @@ def build_groups(trace: Trace, exclude: tuple[str, ...] = ()) -> ChannelGraph:
             Pin(m.module, f"excluded by the user (--exclude {p})")
             for m in members
             for p in exclude
-            if _covers(p, m.module)
+            if covers(p, m.module)
         ]
         groups.append(Group(len(groups), tuple(order), members, tuple(dict.fromkeys(blocked))))
     return ChannelGraph(trace, layout, tuple(groups))

@@ -18,7 +18,7 @@ from torch import nn
 
 from yoloprune._layers import output_weight
 from yoloprune.errors import YoloPruneError
-from yoloprune.graph.groups import ChannelGraph, Group
+from yoloprune.graph.groups import ChannelGraph, Group, covers
 from yoloprune.importance import CRITERIA, Context
 
 PLAN_VERSION = 1
@@ -68,14 +68,24 @@ class Plan:
         return json.dumps(doc, indent=1)
 
 
+def recorded_options(text: str) -> dict:
+    """The choosing options stored in a plan's JSON (empty when it has none or is not JSON)."""
+    try:
+        options = json.loads(text).get("options")
+    except (ValueError, AttributeError):
+        return {}
+    if not isinstance(options, dict):
+        return {}
+    keys = ("ratio", "importance", "round_to", "seed")
+    found = {k: options[k] for k in keys if k in options}
+    found.update({k: tuple(options[k]) for k in ("scope", "exclude") if isinstance(options.get(k), list)})
+    return found
+
+
 def fingerprint(graph: ChannelGraph) -> str:
     """A short hash of every member's name and width: plans only apply to the same architecture."""
     text = ";".join(f"{m.module}:{m.axis}:{len(lay)}" for m, lay in graph.layout.items())
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _covers(prefix: str, module: str) -> bool:
-    return module == prefix or module.startswith(prefix + ".")
 
 
 def select_groups(graph: ChannelGraph, scope: Iterable[str] | None) -> list[Group]:
@@ -83,7 +93,7 @@ def select_groups(graph: ChannelGraph, scope: Iterable[str] | None) -> list[Grou
     if scope is None:
         return list(graph.groups)
     prefixes = tuple(scope)
-    return [g for g in graph.groups if any(_covers(p, m.module) for m in g.producers for p in prefixes)]
+    return [g for g in graph.groups if any(covers(p, m.module) for m in g.producers for p in prefixes)]
 
 
 def kept_count(size: int, ratio: float, round_to: int) -> int:

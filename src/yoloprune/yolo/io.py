@@ -269,8 +269,9 @@ def _build_from_yaml(text: str) -> Loaded:
     if not path.is_file() and not (path.name == text and _is_shipped(text)):
         raise YoloPruneError(_yaml_not_found(text))
     # Ultralytics' CLI picks RT-DETR by file name too: YOLO() cannot build an RTDETRDecoder head.
-    try:
-        with _quiet():
+    try:  # seeded: the same YAML always builds the same weights, so a YAML original can be verified
+        with _quiet(), torch.random.fork_rng():
+            torch.manual_seed(0)
             wrapper = RTDETR(text) if "rtdetr" in path.stem else YOLO(text, verbose=False)
     except Exception as e:
         reason = " ".join(str(e).split())  # one paragraph: Ultralytics' YAML errors span lines

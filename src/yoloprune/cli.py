@@ -1,0 +1,288 @@
+"""The `yoloprune` command line: a thin layer over the library.
+
+    yoloprune inspect MODEL [--format text|md|json] [--out FILE]
+    yoloprune analyze MODEL [--blocks I ...] [--layers PATH ...] [--exclude PATH ...]
+                            [--format md|json|dot|svg] [--out FILE]
+    yoloprune prune MODEL (--ratio R | --plan-in PLAN) [--blocks ...] [--layers ...] [--exclude ...]
+                          [--importance l1|l2|random] [--round-to N] [--seed N]
+                          --out PRUNED.pt [--plan PLAN] [--no-onnx-check]
+    yoloprune verify ORIGINAL PRUNED --plan PLAN [--no-onnx-check]
+
+Exit codes: 0 success, 1 a verification failed (`verify`), 2 a problem with the inputs (the
+message on stderr says what to do). `prune` writes nothing unless every check passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from yoloprune._atomic import atomic_write
+from yoloprune.errors import YoloPruneError
+from yoloprune.importance import CRITERIA
+from yoloprune.pruning.plan import select_groups
+
+if TYPE_CHECKING:
+    from yoloprune.yolo.api import PruneResult
+
+
+def _emit(data: str | bytes, out: str | None) -> None:
+    """Print `data`, or write it atomically to `out`."""
+    if out is None:
+        if isinstance(data, bytes):
+            sys.stdout.buffer.write(data)
+        else:
+            sys.stdout.write(data if data.endswith("\n") else data + "\n")
+        return
+    if isinstance(data, bytes):
+        atomic_write(out, lambda tmp: tmp.write_bytes(data))
+    else:
+        atomic_write(out, lambda tmp: tmp.write_text(data, encoding="utf-8"))
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise YoloPruneError(f"Cannot read {what} {path}: {e.strerror or e}.") from e
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from yoloprune.yolo import api, inventory
+
+    a = api.analyze(args.model, run_probe=False)
+    blocks = inventory.inventory(a)
+    if args.format == "json":
+        text = inventory.render_json(blocks, a.source, a.task)
+    elif args.format == "md":
+        text = inventory.render_markdown(blocks, a.source)
+    else:
+        text = inventory.render_text(blocks)
+    _emit(text, args.out)
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from yoloprune import report
+    from yoloprune.yolo import api
+
+    a = api.analyze(args.model, exclude=args.exclude)
+    r = report.analysis_report(a, args.blocks, args.layers, args.exclude)
+    if args.format == "json":
+        _emit(report.to_json(r), args.out)
+    elif args.format == "dot":
+        _emit(report.to_dot(r), args.out)
+    elif args.format == "svg":
+        _emit(report.to_svg(report.to_dot(r)), args.out)
+    else:
+        _emit(report.to_markdown(r), args.out)
+    return 0
+
+
+def _change(before: int, after: int) -> str:
+    return f"{after / before:.2f}x, {100 * (after - before) / before:+.1f}%" if before else "n/a"
+
+
+def _prune_summary(
+    result: PruneResult, checks: Sequence[tuple[str, str]] = (), replayed: str | None = None
+) -> str:
+    """What a prune did and the evidence that it is right; `checks` adds (name, result) rows and
+    `replayed` names the plan file the channels came from, if any."""
+    graph, plan, opts = result.analysis.graph, result.plan, result.options
+    in_scope = [g for g in select_groups(graph, opts.scope) if g.prunable]
+    pruned = sum(1 for g in in_scope if plan.removed.intersection(g.classes))
+    pinned = len(select_groups(graph, opts.scope)) - len(in_scope)
+    (p0, p1), (f0, f1) = result.params, result.flops
+    eq, st = result.equivalence, result.structural
+    left = f" ({pinned} pinned groups left as they are)" if pinned else ""
+    rows = [
+        ("groups", f"{pruned} of {len(in_scope)} prunable groups pruned{left}"),
+        ("convs", f"{len(plan.convs)} convs narrowed"),
+        ("params", f"{p0:,} -> {p1:,}  ({_change(p0, p1)})"),
+        (
+            "FLOPs",
+            f"{f0 / 1e9:.2f} G -> {f1 / 1e9:.2f} G at {result.imgsz}x{result.imgsz}  ({_change(f0, f1)})",
+        ),
+        (
+            "equivalence",
+            f"max rel error {eq.max_rel_error:.2g} on its own weights, {st.max_rel_error:.2g} on "
+            f"signal-carrying weights (tolerance {eq.tolerance:g}): ok",
+        ),
+        *checks,
+    ]
+    scope = "every block" if opts.scope is None else ", ".join(opts.scope)
+    rounding = f", widths rounded to multiples of {opts.round_to}" if opts.round_to > 1 else ""
+    chosen = f"{scope}; ratio {opts.ratio}, importance {opts.importance}{rounding}"
+    how = f"replaying {replayed}" if replayed else chosen
+    head = f"Pruned {result.analysis.source} ({how}):"
+    return "\n".join([head, *(f"  {k:<12}{v}" for k, v in rows)])
+
+
+def _checked(name: str, check: Callable[[nn.Module], float], model: nn.Module) -> float:
+    """Run one post-prune check, naming it in the error if it fails."""
+    try:
+        return check(model)
+    except YoloPruneError as e:
+        raise YoloPruneError(f"the pruned model failed the {name} check, so nothing was written: {e}") from e
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from yoloprune.yolo import api
+    from yoloprune.yolo.check import ONNX_TOLERANCE, onnx_check, train_step_check
+
+    if Path(args.out).suffix.lower() != ".pt":
+        raise YoloPruneError(
+            f"--out {args.out}: Ultralytics reads checkpoints named *.pt; use e.g. pruned.pt."
+        )
+    for path in filter(None, (args.out, args.plan)):
+        if not Path(path).parent.is_dir():
+            raise YoloPruneError(f"Cannot write {path}: directory {Path(path).parent} does not exist.")
+    plan_in = _read_text(args.plan_in, "plan") if args.plan_in else None
+    result = api.prune(
+        args.model,
+        0.0 if plan_in else args.ratio,  # a replayed plan records its own options
+        importance=args.importance,
+        round_to=args.round_to,
+        seed=args.seed,
+        blocks=args.blocks,
+        layers=args.layers,
+        exclude=args.exclude,
+        plan=plan_in,
+    )
+    loss = _checked("train-step", train_step_check, result.model)
+    checks = [("train step", f"loss {loss:.4g} on a synthetic batch: ok")]
+    if not args.no_onnx_check:
+        diff = _checked("ONNX export", onnx_check, result.model)
+        if diff > ONNX_TOLERANCE:
+            raise YoloPruneError(
+                f"the pruned model's ONNX export differs from PyTorch by {diff:.3g} (tolerance "
+                f"{ONNX_TOLERANCE:g}), so nothing was written. Please report this with the plan."
+            )
+        checks.append(("ONNX", f"max rel diff {diff:.2g} between ONNX Runtime and PyTorch: ok"))
+    print(_prune_summary(result, checks, replayed=args.plan_in))
+    if args.plan:
+        atomic_write(args.plan, lambda tmp: tmp.write_text(result.plan_json(), encoding="utf-8"))
+    try:
+        result.save(args.out)
+    except BaseException:
+        if args.plan:
+            Path(args.plan).unlink(missing_ok=True)
+        raise
+    print(f"wrote {', '.join(filter(None, (args.out, args.plan)))}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from yoloprune.yolo import api
+    from yoloprune.yolo.check import ONNX_TOLERANCE, onnx_check, train_step_check
+    from yoloprune.yolo.io import load_model
+
+    v = api.verify(args.original, args.pruned, _read_text(args.plan, "plan"))
+    eq, st = v.equivalence, v.structural
+    rows = [
+        ("shapes", v.same_shapes, "every layer has the width the plan gives"),
+        ("weights", v.same_weights, "the original's weights, sliced by the plan (not fine-tuned)"),
+        ("equivalence", eq.ok, f"max rel error {eq.max_rel_error:.3g} (tolerance {eq.tolerance:g})"),
+        ("structural", st.ok, f"the plan on signal-carrying weights: max rel error {st.max_rel_error:.3g}"),
+    ]
+    if not eq.informative:
+        print(
+            f"note: {args.original}'s outputs barely depend on its input (signal {eq.signal:.2g}; untrained "
+            "weights?), so the equivalence row alone proves little; the weights and structural rows do."
+        )
+    model = load_model(args.pruned).model
+    try:
+        rows.append(("train step", True, f"loss {train_step_check(model):.4g} on a synthetic batch"))
+    except YoloPruneError as e:
+        rows.append(("train step", False, str(e)))
+    if not args.no_onnx_check:
+        try:
+            diff = onnx_check(model)
+            rows.append(
+                ("ONNX", diff <= ONNX_TOLERANCE, f"max rel diff {diff:.2g} (tolerance {ONNX_TOLERANCE:g})")
+            )
+        except YoloPruneError as e:
+            rows.append(("ONNX", False, str(e)))
+    print(f"Verifying {args.pruned} against {args.original} with {args.plan}:")
+    for name, ok, detail in rows:
+        print(f"  {name:<12}{'ok  ' if ok else 'FAIL'}  {detail}")
+    failed = [name for name, ok, _ in rows if not ok]
+    print(f"FAILED: {', '.join(failed)}" if failed else "all checks passed")
+    return 1 if failed else 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="yoloprune",
+        description="Safe, explainable structured channel pruning for Ultralytics YOLO models.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    model_help = "a .pt checkpoint or a model YAML (e.g. yolov8s.yaml, built untrained)"
+
+    s = sub.add_parser("inspect", help="list every block and the convs inside it")
+    s.add_argument("model", help=model_help)
+    s.add_argument("--format", choices=("text", "md", "json"), default="text")
+    s.add_argument("--out", metavar="FILE", help="write here instead of printing")
+    s.set_defaults(run=_inspect)
+
+    def selection(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--blocks", nargs="+", type=int, metavar="I", help="block indices (model.model[I])")
+        s.add_argument("--layers", nargs="+", metavar="PATH", help="layer paths, e.g. model.2.cv1.conv")
+        s.add_argument("--exclude", nargs="+", default=[], metavar="PATH", help="layers never to prune")
+
+    s = sub.add_parser("analyze", help="what must be pruned together, and what pruning one layer breaks")
+    s.add_argument("model", help=model_help)
+    selection(s)
+    s.add_argument("--format", choices=("md", "json", "dot", "svg"), default="md")
+    s.add_argument("--out", metavar="FILE", help="write here instead of printing")
+    s.set_defaults(run=_analyze)
+
+    s = sub.add_parser("prune", help="remove channels group by group, verify, write the pruned model")
+    s.add_argument("model", help=model_help)
+    how = s.add_mutually_exclusive_group(required=True)
+    how.add_argument("--ratio", type=float, help="fraction of each group's channels to remove, e.g. 0.5")
+    how.add_argument("--plan-in", metavar="PLAN", help="replay the channel choices of a plan file")
+    selection(s)
+    s.add_argument("--importance", choices=sorted(CRITERIA), default="l1", help="channel ranking")
+    s.add_argument("--round-to", type=int, default=1, metavar="N", help="keep a multiple of N channels")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, metavar="PRUNED.pt", help="where to write the pruned checkpoint")
+    s.add_argument("--plan", metavar="PLAN", help="also write the plan (JSON) here")
+    s.add_argument("--no-onnx-check", action="store_true", help="skip the ONNX export check")
+    s.set_defaults(run=_prune)
+
+    s = sub.add_parser("verify", help="check a pruned checkpoint against its original and plan")
+    s.add_argument("original", help=model_help)
+    s.add_argument("pruned", help="the pruned .pt checkpoint")
+    s.add_argument("--plan", required=True, metavar="PLAN", help="the plan written by `prune --plan`")
+    s.add_argument("--no-onnx-check", action="store_true", help="skip the ONNX export check")
+    s.set_defaults(run=_verify)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code (argparse's usage errors give 2, like YoloPruneError).
+
+    Example:
+        >>> main(["inspect", "yolov8n.yaml", "--format", "json", "--out", "blocks.json"])  # doctest: +SKIP
+        0
+    """
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed
+        return int(e.code or 0)
+    try:
+        return args.run(args)
+    except YoloPruneError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""Analysis reports for a selection of blocks or layers: what must be pruned together, what breaks.
+
+Scope: `analysis_report` gathers, for every conv in the selection, the coupled group(s) of its
+output channels (exactly the groups `yoloprune prune --blocks/--layers` would prune) and what a
+naive prune of that conv alone would break (`graph.explain.naive_breaks`). Renderers: JSON (the
+stable contract), Markdown (for people), Graphviz DOT and SVG. Writing files is the caller's job
+(see `yoloprune._atomic`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from yoloprune.errors import YoloPruneError
+from yoloprune.graph.explain import Break, naive_breaks
+from yoloprune.graph.groups import ChannelGraph, Group, covers
+from yoloprune.graph.trace import Member
+from yoloprune.yolo.api import Analysis, scope_of
+from yoloprune.yolo.inventory import BlockInfo, ConvInfo, describe, inventory, markdown_table
+
+
+@dataclass(frozen=True)
+class ConvFinding:
+    """One selected conv: the groups of its output channels and what pruning it alone breaks."""
+
+    block: int
+    conv: ConvInfo
+    groups: tuple[int, ...]
+    breaks: tuple[Break, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything the renderers show. `groups` are those of the selected convs' outputs."""
+
+    source: str
+    selection: str  # e.g. "blocks 1, 2, 3"
+    args: str  # the same selection as command-line options, e.g. "--blocks 1 2 3"
+    blocks: tuple[BlockInfo, ...]
+    convs: tuple[ConvFinding, ...]
+    groups: tuple[Group, ...]
+    graph: ChannelGraph
+    layer_names: dict[str, str]  # block path -> "layer 2 (C2f)", for every block of the model
+
+    def block_groups(self, index: int) -> list[Group]:
+        ids = dict.fromkeys(g for c in self.convs if c.block == index for g in c.groups)
+        return [self.graph.groups[i] for i in ids]
+
+
+def analysis_report(
+    analysis: Analysis,
+    blocks: Iterable[int] | None = None,
+    layers: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+) -> Report:
+    """Report on the selected blocks and layers (every block when neither is given). `exclude`
+    names the paths `analysis` was made with `exclude=`, for the prune command the report suggests.
+
+    Example:
+        >>> from yoloprune.yolo.api import analyze
+        >>> r = analysis_report(analyze("yolov8n.yaml"), blocks=[1, 2, 3])
+        >>> [c.conv.name for c in r.convs][:2], [g.prunable for g in r.groups]
+        (['model.1.conv', 'model.2.cv1.conv'], [True, True, True, True, True])
+    """
+    blocks = None if blocks is None else [int(b) for b in blocks]
+    layers = None if layers is None else list(layers)
+    exclude = tuple(exclude)
+    scope = scope_of(analysis.model, blocks, layers)  # refuses unknown blocks and layers, helpfully
+    inv = inventory(analysis)
+    scope = scope or tuple(b.path for b in inv)
+    chosen = [b for b in inv if any(covers(p, b.path) or covers(b.path, p) for p in scope)]
+    label = describe(analysis.model)
+    graph, convs, group_ids = analysis.graph, [], {}
+    for b in chosen:
+        for c in b.convs:
+            if any(covers(p, c.name) for p in scope):
+                ids = tuple(g.id for g in graph.groups_of(c.name, "out"))
+                group_ids.update(dict.fromkeys(ids))
+                convs.append(ConvFinding(b.index, c, ids, tuple(naive_breaks(graph.trace, c.name, label))))
+    parts = [f"block{'s' * (len(blocks) > 1)} {', '.join(map(str, blocks))}"] if blocks else []
+    parts += [f"layer{'s' * (len(layers) > 1)} {', '.join(layers)}"] if layers else []
+    args = [f"--blocks {' '.join(map(str, blocks))}"] if blocks else []
+    args += [f"--layers {' '.join(layers)}"] if layers else []
+    args += [f"--exclude {' '.join(exclude)}"] if exclude else []
+    return Report(
+        analysis.source,
+        " and ".join(parts) or "all blocks",
+        " ".join(args),
+        tuple(chosen),
+        tuple(convs),
+        tuple(graph.groups[i] for i in group_ids),
+        graph,
+        {b.path: f"layer {b.index} ({b.type})" for b in inv},
+    )
+
+
+# -- verdicts ---------------------------------------------------------------------------------------
+def _verdict(report: Report, block: BlockInfo) -> str:
+    groups = report.block_groups(block.index)
+    if not groups:
+        return "nothing to prune" if not block.convs else "not selected"
+    free = sum(g.prunable for g in groups)
+    return "prunable" if free == len(groups) else "not prunable" if free == 0 else "partly prunable"
+
+
+def _ranges_text(ranges: Sequence[tuple[int, int]], width: int) -> str:
+    if len(ranges) == 1 and ranges[0] == (0, width):
+        return f"all {width}"
+    spans = ", ".join(f"{a}" if b == a + 1 else f"{a}–{b - 1}" for a, b in ranges)
+    return f"{spans} of {width}"
+
+
+def _member_rows(report: Report, group: Group) -> list[tuple[Member, list[tuple[int, int]], int]]:
+    """(member, its channel ranges, member width) in group order."""
+    by_member: dict[Member, list[tuple[int, int]]] = {}
+    for member, a, b in report.graph.ranges(group):
+        by_member.setdefault(member, []).append((a, b))
+    return [(m, r, len(report.graph.layout[m])) for m, r in by_member.items()]
+
+
+def _producer(group: Group) -> str:
+    return (group.producers or group.members)[0].module
+
+
+def _pins_text(group: Group) -> str:
+    return "; ".join(f"`{p.member}`: {p.reason}" for p in group.pinned_by) or "fewer than 2 channels"
+
+
+# -- JSON -------------------------------------------------------------------------------------------
+def _break_dict(b: Break) -> dict:
+    return {
+        "module": b.module,
+        "expected": b.expected,
+        "got": b.got,
+        "reason": b.reason,
+        "path": list(b.path),
+    }
+
+
+def to_json(report: Report) -> str:
+    """The report as JSON: `{"blocks", "groups", "naive"}` plus `source` and `selection`."""
+    doc = {
+        "source": report.source,
+        "selection": report.selection,
+        "blocks": [
+            {
+                **b.as_dict(),
+                "groups": [g.id for g in report.block_groups(b.index)],
+                "verdict": _verdict(report, b),
+            }
+            for b in report.blocks
+        ],
+        "groups": [
+            {
+                "id": g.id,
+                "size": g.size,
+                "prunable": g.prunable,
+                "pinned_by": [{"member": p.member, "reason": p.reason} for p in g.pinned_by],
+                "members": [
+                    {"module": m.module, "axis": m.axis, "start": a, "stop": b, "width": w}
+                    for m, ranges, w in _member_rows(report, g)
+                    for a, b in ranges
+                ],
+            }
+            for g in report.groups
+        ],
+        "naive": [
+            {"conv": c.conv.name, "block": c.block, "breaks": [_break_dict(b) for b in c.breaks]}
+            for c in report.convs
+        ],
+    }
+    return json.dumps(doc, indent=1)
+
+
+# -- Markdown ---------------------------------------------------------------------------------------
+def _group_md(report: Report, group: Group) -> list[str]:
+    status = "prunable" if group.prunable else "**pinned: cannot be pruned**"
+    rows = [
+        [f"`{m.module}`", m.axis, _ranges_text(r, w), f"×{sum(b - a for a, b in r) // group.size}"]
+        for m, r, w in _member_rows(report, group)
+    ]
+    lines = [
+        f"**Group {group.id}** · {group.size} channels · {status}. These layers lose channels together:",
+        "",
+        markdown_table(["Layer", "Axis", "Channels", "Per group channel"], rows),
+        "",
+    ]
+    if group.pinned_by:
+        pins = [[f"`{p.member}`", p.reason] for p in group.pinned_by]
+        lines += ["Pinned by:", "", markdown_table(["Where", "Why"], pins), ""]
+    return lines
+
+
+def _breaks_md(finding: ConvFinding) -> list[str]:
+    c = finding.conv
+    head = f"Pruning `{c.name}` alone (half of its {c.out} filters, with its BatchNorm, nothing else) "
+    if not finding.breaks:
+        return [head + "breaks no layer.", ""]
+    rows = [[f"`{b.module}`", b.expected, b.got, b.reason, f"`{' → '.join(b.path)}`"] for b in finding.breaks]
+    return [head + "breaks:", "", markdown_table(["Layer", "Expects", "Gets", "Why", "Path"], rows), ""]
+
+
+def _block_lines(report: Report, block: BlockInfo) -> list[str]:
+    """The block's verdict, then what each of its selected convs breaks when pruned alone."""
+    groups = report.block_groups(block.index)
+    name = f"Block {block.index} ({block.type})"
+    if not block.convs:
+        return [
+            f"**{name}: nothing to prune** — it has no convolutions; its channels follow the layers that "
+            f"produce its inputs ({_from_text(block)}) and are pruned with them.",
+            "",
+        ]
+    if not groups:
+        return [f"**{name}**: none of its convolutions is selected.", ""]
+    n, free = len(groups), sum(g.prunable for g in groups)
+    if free == n:
+        text = f"{n} group{'s' * (n != 1)}, all prunable when pruned as groups"
+    else:
+        pinned = ", ".join(f"group {g.id} (`{_producer(g)}`)" for g in groups if not g.prunable)
+        text = f"{free} of {n} groups prunable; pinned: {pinned}"
+    alone = [
+        f"- pruning `{c.conv.name}` alone breaks "
+        + ", ".join(f"`{b.module}` (expects {b.expected}, gets {b.got})" for b in c.breaks)
+        for c in report.convs
+        if c.block == block.index and c.breaks
+    ]
+    return [f"**{name}: {_verdict(report, block)}** — {text}" + (":" if alone else "."), "", *alone, ""]
+
+
+def _from_text(block: BlockInfo) -> str:
+    f = block.from_ if isinstance(block.from_, tuple) else (block.from_,)
+    return ", ".join(f"layer {block.index + i if i < 0 else i}" for i in f)
+
+
+def _headline(report: Report) -> list[str]:
+    """The answer first: can the selection be pruned, and what does pruning layers alone do."""
+    n, free = len(report.groups), sum(g.prunable for g in report.groups)
+    if not report.convs:
+        return ["The selection contains no convolutions, so there is nothing to prune in it.", ""]
+    pinned = "; ".join(
+        f"group {g.id} (`{_producer(g)}`): {_pins_text(g)}" for g in report.groups if not g.prunable
+    )
+    if free == n:
+        lines = [
+            f"**No channel mismatch if you prune by groups.** All {n} channel groups produced by "
+            f"{report.selection} are prunable. A group lists every layer that must lose the same "
+            "channels; the groups are independent, so they can be pruned together or one at a time, in "
+            "any order."
+        ]
+    elif free:
+        lines = [
+            f"**{free} of {n} channel groups produced by {report.selection} are prunable.** The other "
+            f"{n - free} are pinned and stay as they are: {pinned}."
+        ]
+    else:
+        lines = [f"**Nothing here can be pruned: all {n} channel groups are pinned.** {pinned}."]
+    naive = [c for c in report.convs if c.breaks]
+    if naive:
+        breaks = sum(len(c.breaks) for c in naive)
+        lines += [
+            "",
+            f"**Pruning a conv by itself breaks the model**: {len(naive)} of the {len(report.convs)} convs "
+            f"here, pruned alone, leave {breaks} layer inputs expecting channels that no longer exist "
+            "(tables below).",
+        ]
+    if free:
+        command = " ".join(
+            filter(None, ["yoloprune prune", report.source, "--ratio 0.5", report.args, "--out pruned.pt"])
+        )
+        lines += [
+            "",
+            f"To prune safely: `{command}` removes whole groups, then checks the pruned model numerically "
+            "against the original.",
+        ]
+    return [*lines, ""]
+
+
+def to_markdown(report: Report) -> str:
+    """A report for people: verdict first, then per block and per conv the evidence."""
+    lines = [f"# Pruning analysis: {report.source}, {report.selection}", "", *_headline(report)]
+    rows = [
+        [
+            b.index,
+            b.type,
+            _from_text(b) if b.index else "input",
+            f"{_ch(b.in_channels)} → {_ch(b.out_channels)}",
+            len(b.convs),
+            _group_count(report, b),
+            _verdict(report, b),
+        ]
+        for b in report.blocks
+    ]
+    lines += [
+        "## Summary",
+        "",
+        markdown_table(
+            ["Block", "Type", "Input from", "Channels in → out", "Convs", "Prunable groups", "Verdict"], rows
+        ),
+        "",
+    ]
+    shown: dict[int, str] = {}
+    for b in report.blocks:
+        lines += [f"## Block {b.index} ({b.type})", "", *_block_lines(report, b)]
+        for f in (c for c in report.convs if c.block == b.index):
+            c = f.conv
+            lines += [
+                f"### `{c.name}` — conv {b.convs.index(c)}: out {c.out}, in {c.in_}, {c.kernel_text}",
+                "",
+            ]
+            for gid in f.groups:
+                if gid in shown:
+                    lines += [f"Its output channels are in group {gid}, shown under `{shown[gid]}`.", ""]
+                else:
+                    shown[gid] = c.name
+                    lines += _group_md(report, report.graph.groups[gid])
+            lines += _breaks_md(f)
+    lines += [
+        "---",
+        "*Group*: channels that must be removed from several layers at once (a conv's filters, its "
+        "BatchNorm, every layer that reads them, and whatever a split, concat or residual add ties to "
+        "them). Every prunable group was test-removed in a real forward pass and matched the original with "
+        "those channels masked.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _ch(counts: Sequence[int]) -> str:
+    return " + ".join(map(str, counts)) or "-"
+
+
+def _group_count(report: Report, block: BlockInfo) -> str:
+    groups = report.block_groups(block.index)
+    return f"{sum(g.prunable for g in groups)}/{len(groups)}" if groups else "-"
+
+
+# -- Graphviz ---------------------------------------------------------------------------------------
+_PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22")
+_PINNED = "#d62728"
+
+
+def _q(text: str) -> str:
+    """A DOT string literal; newlines become DOT's `\\n` line breaks."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _cluster_of(module: str) -> str:
+    """The block path a module lies in ("model.2" for "model.2.cv1.conv"), "" outside blocks."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) >= 2 and parts[0] == "model" and parts[1].isdigit() else ""
+
+
+def to_dot(report: Report) -> str:
+    """Graphviz DOT: layers clustered by block, one hub node per group (pinned groups red) joined to
+    its members, and dashed arrows from each selected conv to what pruning it alone would break."""
+    types = report.graph.trace.module_types
+    modules: dict[str, None] = {}
+    edges: list[str] = []
+    for i, g in enumerate(report.groups):
+        color = _PINNED if not g.prunable else _PALETTE[i % len(_PALETTE)]
+        hub = _q(f"g{g.id}")
+        label = _q(f"group {g.id}\n{g.size} ch, {'prunable' if g.prunable else 'pinned'}")
+        edges.append(f'{hub} [shape=ellipse, color="{color}", fontcolor="{color}", label={label}];')
+        for m, ranges, w in _member_rows(report, g):
+            if types.get(m.module, "").startswith("BatchNorm"):
+                continue  # a norm always follows its conv; drawing it only adds clutter
+            modules[m.module] = None
+            span = _q(f"{m.axis} {_ranges_text(ranges, w)}")
+            edges.append(f'{_q(m.module)} -> {hub} [dir=none, color="{color}", label={span}, fontsize=8];')
+    for f in report.convs:
+        modules[f.conv.name] = None
+        for b in f.breaks:
+            modules[b.module] = None
+            label = _q(f"alone: expects {b.expected}, gets {b.got}")
+            style = f'style=dashed, color="#555555", label={label}, fontsize=8'
+            edges.append(f"{_q(f.conv.name)} -> {_q(b.module)} [{style}];")
+    selected = {c.conv.name for c in report.convs}
+    pinned = {m.module for g in report.groups if not g.prunable for m in g.producers}
+    clusters: dict[str, list[str]] = {}
+    for module in modules:
+        label = _q(f"{module}\n{types.get(module, '')}")
+        attrs = [f"label={label}"]
+        attrs += ["penwidth=2"] if module in selected else []
+        attrs += [f'color="{_PINNED}"'] if module in pinned else []
+        clusters.setdefault(_cluster_of(module), []).append(f"{_q(module)} [{', '.join(attrs)}];")
+    title = f"{report.source}, {report.selection}: groups (red = pinned), breaks of naive prunes (dashed)"
+    lines = [
+        "digraph yoloprune {",
+        "  rankdir=LR;",
+        '  node [shape=box, fontname="Helvetica", fontsize=10];',
+        '  edge [fontname="Helvetica"];',
+        f"  label={_q(title)};",
+    ]
+    for key, members in clusters.items():
+        if not key:
+            lines += [f"  {m}" for m in members]
+            continue
+        label = report.layer_names.get(key, key)
+        lines += [f"  subgraph {_q('cluster_' + key)} {{", f"    label={_q(label)};", "    color=gray70;"]
+        lines += [f"    {m}" for m in members] + ["  }"]
+    lines += [f"  {e}" for e in edges] + ["}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_svg(dot_text: str) -> bytes:
+    """Render DOT with Graphviz's `dot` program, which must be on PATH."""
+    exe = shutil.which("dot")
+    if exe is None:
+        raise YoloPruneError(
+            "--format svg needs Graphviz's `dot` program, which is not on PATH. Install Graphviz "
+            "(e.g. `apt install graphviz` or `brew install graphviz`), or write --format dot and render "
+            "it elsewhere."
+        )
+    done = subprocess.run([exe, "-Tsvg"], input=dot_text.encode(), capture_output=True, check=False)
+    if done.returncode != 0:
+        raise YoloPruneError(f"Graphviz `dot` failed: {done.stderr.decode(errors='replace').strip()}")
+    return done.stdout

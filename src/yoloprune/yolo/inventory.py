@@ -1,0 +1,217 @@
+"""The block and layer inventory of an Ultralytics model, in the terms users name things by.
+
+Scope: one `BlockInfo` per block (`model.model[i]`: index, Ultralytics type, from-indices, traced
+channel counts, parameters) listing every `nn.Conv2d` inside it by its `named_modules()` path;
+renderers for it (aligned text, Markdown, JSON); and `describe`, which labels any module path with
+its block ("layer 12 (Concat)") for explanations.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from yoloprune.yolo import adapter
+from yoloprune.yolo.api import Analysis
+
+
+@dataclass(frozen=True)
+class ConvInfo:
+    """One `nn.Conv2d`: its path and shape. `in_` is the number of input channels."""
+
+    name: str
+    out: int
+    in_: int
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    groups: int
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "out": self.out,
+            "in": self.in_,
+            "kernel": list(self.kernel),
+            "stride": list(self.stride),
+            "groups": self.groups,
+        }
+
+    @property
+    def kernel_text(self) -> str:
+        """E.g. "3x3/2" for a 3x3 stride-2 conv, "1x1" for a 1x1 stride-1 one, "dw" marked."""
+        k = "x".join(map(str, self.kernel))
+        s = "" if set(self.stride) == {1} else "/" + "x".join(map(str, sorted(set(self.stride))))
+        g = "" if self.groups == 1 else (" dw" if self.groups == self.in_ == self.out else f" g{self.groups}")
+        return k + s + g
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """One block `model.model[index]`. Channel counts are those seen in the traced forward pass."""
+
+    index: int
+    type: str  # Ultralytics' short type name: "Conv", "C2f", "Concat", "Detect", ...
+    from_: int | tuple[int, ...]  # Ultralytics' `m.f`: -1 is the previous block
+    in_channels: tuple[int, ...]
+    out_channels: tuple[int, ...]
+    params: int
+    convs: tuple[ConvInfo, ...]
+
+    @property
+    def path(self) -> str:
+        return adapter.block_path(self.index)
+
+    def as_dict(self) -> dict:
+        return {
+            "index": self.index,
+            "type": self.type,
+            "from": list(self.from_) if isinstance(self.from_, tuple) else self.from_,
+            "in_channels": list(self.in_channels),
+            "out_channels": list(self.out_channels),
+            "params": self.params,
+            "convs": [c.as_dict() for c in self.convs],
+        }
+
+
+def short_type(block: nn.Module) -> str:
+    """Ultralytics' `m.type` without its module path ("ultralytics.nn.modules.block.C2f" -> "C2f")."""
+    return str(getattr(block, "type", type(block).__name__)).rsplit(".", 1)[-1]
+
+
+def inventory(analysis: Analysis) -> list[BlockInfo]:
+    """Every block of the analysed model with the convs inside it.
+
+    Example:
+        >>> from yoloprune.yolo.api import analyze
+        >>> b = inventory(analyze("yolov8n.yaml", run_probe=False))[2]
+        >>> b.type, b.in_channels, [(c.name, c.out, c.in_) for c in b.convs][:2]
+        ('C2f', (32,), [('model.2.cv1.conv', 32, 32), ('model.2.cv2.conv', 32, 48)])
+    """
+    io = analysis.graph.trace.module_io
+    out = []
+    for i, block in enumerate(adapter.blocks(analysis.model)):
+        path = adapter.block_path(i)
+        convs = tuple(
+            ConvInfo(
+                f"{path}.{name}",
+                m.out_channels,
+                m.in_channels,
+                tuple(m.kernel_size),
+                tuple(m.stride),
+                m.groups,
+            )
+            for name, m in block.named_modules()
+            if isinstance(m, nn.Conv2d)
+        )
+        f = getattr(block, "f", -1)
+        ins, outs = io.get(path, ((), ()))
+        params = sum(p.numel() for p in block.parameters())
+        out.append(
+            BlockInfo(i, short_type(block), tuple(f) if isinstance(f, list) else f, ins, outs, params, convs)
+        )
+    return out
+
+
+def describe(model: nn.Module) -> Callable[[str], str]:
+    """A labeller for module paths: "model.12" or "model.12.cv1.conv" -> "layer 12 (C2f)".
+
+    Example:
+        >>> from yoloprune.yolo.io import load_model
+        >>> describe(load_model("yolov8n.yaml").model)("model.14")
+        'layer 14 (Concat)'
+    """
+    types = [short_type(b) for b in adapter.blocks(model)]
+
+    def label(path: str) -> str:
+        parts = path.split(".")
+        if len(parts) >= 2 and parts[0] == "model" and parts[1].isdigit() and int(parts[1]) < len(types):
+            return f"layer {parts[1]} ({types[int(parts[1])]})"
+        return path or "the model"
+
+    return label
+
+
+def _counts(c: Sequence[int]) -> str:
+    return ", ".join(map(str, c)) or "-"
+
+
+def _from(f: int | tuple[int, ...]) -> str:
+    return ", ".join(map(str, f)) if isinstance(f, tuple) else str(f)
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[int] = ()) -> str:
+    """An aligned plain-text table; columns in `right` are right-aligned (numbers)."""
+    cells = [[str(c) for c in r] for r in [headers, *rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
+
+    return "\n".join([line(cells[0]), line(["-" * w for w in widths]), *map(line, cells[1:])])
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub Markdown table; `|` inside cells is escaped."""
+
+    def line(r: Sequence[object]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |"
+
+    return "\n".join([line(headers), "|" + "---|" * len(headers), *map(line, rows)])
+
+
+def render_text(blocks: Sequence[BlockInfo]) -> str:
+    """One row per block, each followed by its convs ("conv k" numbers convs within a block)."""
+    block_rows = [
+        [b.index, b.type, _from(b.from_), _counts(b.in_channels), _counts(b.out_channels), f"{b.params:,}"]
+        for b in blocks
+    ]
+    head, rule, *block_lines = text_table(
+        ["block", "type", "from", "in", "out", "params"], block_rows, right=(0, 5)
+    ).splitlines()
+    conv_rows = [
+        [f"conv {k}", c.name, f"out={c.out}", f"in={c.in_}", c.kernel_text]
+        for b in blocks
+        for k, c in enumerate(b.convs)
+    ]
+    conv_lines = iter(text_table([""] * 5, conv_rows).splitlines()[2:])
+    lines = [head, rule]
+    for b, line in zip(blocks, block_lines, strict=True):
+        lines.append(line)
+        lines.extend("       " + next(conv_lines) for _ in b.convs)
+    return "\n".join(lines)
+
+
+def render_markdown(blocks: Sequence[BlockInfo], source: str = "") -> str:
+    """A blocks table and a convs table."""
+    title = f"# Blocks of {source}\n\n" if source else ""
+    block_rows = [
+        [
+            b.index,
+            b.type,
+            _from(b.from_),
+            _counts(b.in_channels),
+            _counts(b.out_channels),
+            f"{b.params:,}",
+            len(b.convs),
+        ]
+        for b in blocks
+    ]
+    conv_rows = [
+        [b.index, k, f"`{c.name}`", c.out, c.in_, c.kernel_text]
+        for b in blocks
+        for k, c in enumerate(b.convs)
+    ]
+    return (
+        f"{title}{markdown_table(['Block', 'Type', 'From', 'In', 'Out', 'Params', 'Convs'], block_rows)}\n\n"
+        f"## Convolutions\n\n{markdown_table(['Block', 'Conv', 'Path', 'Out', 'In', 'Kernel'], conv_rows)}\n"
+    )
+
+
+def render_json(blocks: Sequence[BlockInfo], source: str = "", task: str = "") -> str:
+    """`{"source", "task", "blocks": [BlockInfo.as_dict(), ...]}`."""
+    return json.dumps({"source": source, "task": task, "blocks": [b.as_dict() for b in blocks]}, indent=1)
