@@ -2,6 +2,6 @@
 registers every built-in criterion in `CRITERIA`."""
 
 from yoloprune.importance import magnitude
-from yoloprune.importance.base import CRITERIA, Context, Criterion, register
+from yoloprune.importance.base import CRITERIA, Context, Criterion, Evidence, Ranking, register
 
-__all__ = ["CRITERIA", "Context", "Criterion", "magnitude", "register"]
+__all__ = ["CRITERIA", "Context", "Criterion", "Evidence", "Ranking", "magnitude", "register"]

@@ -19,7 +19,7 @@ from torch import nn
 from yoloprune._layers import output_weight
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.groups import ChannelGraph, Group, covers
-from yoloprune.importance import CRITERIA, Context
+from yoloprune.importance import CRITERIA, Context, Evidence, Ranking
 
 PLAN_VERSION = 1
 
@@ -28,7 +28,7 @@ PLAN_VERSION = 1
 class PruneOptions:
     """How to choose channels. `scope` holds module paths; None means every prunable group."""
 
-    ratio: float = 0.5
+    ratio: float | str = 0.5  # or "auto": the criterion decides (see `Ranking.keep`)
     importance: str = "l1"
     round_to: int = 1
     seed: int = 0
@@ -36,7 +36,7 @@ class PruneOptions:
     exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.ratio < 1.0:
+        if self.ratio != "auto" and not (isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio < 1.0):
             raise YoloPruneError(
                 f"--ratio {self.ratio} is outside [0, 1): it is the fraction of each group's channels to "
                 "remove, so 0.5 removes half. Pass a value such as 0.3."
@@ -96,27 +96,43 @@ def select_groups(graph: ChannelGraph, scope: Iterable[str] | None) -> list[Grou
     return [g for g in graph.groups if any(covers(p, m.module) for m in g.producers for p in prefixes)]
 
 
-def kept_count(size: int, ratio: float, round_to: int) -> int:
-    """Channels a group of `size` keeps: `size * (1 - ratio)` rounded to `round_to`, never zero."""
-    keep = size - int(size * ratio)
+def kept_count(size: int, ratio: float, round_to: int, wanted: int | None = None) -> int:
+    """Channels a group of `size` keeps: `size * (1 - ratio)` (or `wanted`, when given) rounded to
+    `round_to`, never zero."""
+    keep = size - int(size * ratio) if wanted is None else wanted
     if round_to > 1:
         keep = max(round_to, round(keep / round_to) * round_to)
     return max(1, min(size, keep))
 
 
-def choose(graph: ChannelGraph, model: nn.Module, groups: list[Group], options: PruneOptions) -> Plan:
+def choose(
+    graph: ChannelGraph,
+    model: nn.Module,
+    groups: list[Group],
+    options: PruneOptions,
+    evidence: Evidence | None = None,
+) -> Plan:
     """Remove the least important classes of each prunable group in `groups`."""
-    ctx = Context(model, graph, np.random.default_rng(options.seed))
+    ctx = Context(model, graph, np.random.default_rng(options.seed), evidence)
     score = CRITERIA[options.importance]
     removed: set[int] = set()
     for group in groups:
         if not group.prunable:
             continue
-        keep = kept_count(group.size, options.ratio, options.round_to)
+        ranking = score(ctx, group)
+        ranking = ranking if isinstance(ranking, Ranking) else Ranking(ranking)
+        if options.ratio == "auto" and ranking.keep is None:
+            raise YoloPruneError(
+                f"--ratio auto needs a criterion that chooses how many channels to keep (the act-* "
+                f"criteria); {options.importance} does not. Pass a number such as --ratio 0.5."
+            )
+        auto = options.ratio == "auto"
+        keep = kept_count(
+            group.size, 0.0 if auto else options.ratio, options.round_to, ranking.keep if auto else None
+        )
         if keep == group.size:
             continue
-        scores = score(ctx, group)
-        order = np.argsort(scores, kind="stable")  # least important first
+        order = np.argsort(ranking.scores, kind="stable")  # least important first
         removed.update(group.classes[i] for i in order[: group.size - keep].tolist())
     return plan_from_removed(graph, model, frozenset(removed))
 
