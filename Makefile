@@ -6,7 +6,7 @@ export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 
-.PHONY: install demo test test-slow lint coverage bench
+.PHONY: install demo test test-slow lint
 
 $(BIN)/yoloprune: pyproject.toml
 	$(PY) -m venv $(VENV)
