@@ -118,3 +118,42 @@ def output_weight(module: nn.Module, axis: str) -> tuple[torch.Tensor, int] | No
     if isinstance(module, _CONV_T):
         return module.weight, 1
     return module.weight, 0
+
+
+def norm_scale(module: nn.Module, axis: str) -> torch.Tensor | None:
+    """The per-channel scale (BatchNorm gamma) of a normalisation member; None for any other member."""
+    if axis != "out" or not isinstance(module, _NORM) or module.weight is None:
+        return None
+    return module.weight
+
+
+# The attributes slicing changes, per layer type: what a saved architecture records to rebuild widths.
+_WIDTH_ATTRIBUTES: tuple[tuple[tuple[type, ...], tuple[str, ...]], ...] = (
+    (_CONV + _CONV_T, ("in_channels", "out_channels", "groups")),
+    (_NORM, ("num_features",)),
+    ((nn.Linear,), ("in_features", "out_features")),
+)
+
+
+def width_attributes(module: nn.Module) -> dict[str, int]:
+    """The width attributes of a sliceable layer (`{"in_channels": 16, ...}`); empty for other modules."""
+    for types, names in _WIDTH_ATTRIBUTES:
+        if isinstance(module, types):
+            return {name: getattr(module, name) for name in names}
+    return {}
+
+
+def implied_widths(module: nn.Module) -> dict[str, int]:
+    """The width attributes a sliceable layer's tensors imply (its `groups` taken as given); empty when
+    it has no tensors. Equal to `width_attributes` for every consistent layer."""
+    if isinstance(module, _CONV + _CONV_T):
+        rows, cols = module.weight.shape[:2]
+        cols *= module.groups  # weight: (out, in / groups, *k); transposed: (in, out / groups, *k)
+        out, c_in = (cols, rows) if isinstance(module, _CONV_T) else (rows, cols)
+        return {"in_channels": c_in, "out_channels": out, "groups": module.groups}
+    if isinstance(module, _NORM):
+        t = module.weight if module.weight is not None else module.running_mean
+        return {} if t is None else {"num_features": t.shape[0]}
+    if isinstance(module, nn.Linear):
+        return {"in_features": module.weight.shape[1], "out_features": module.weight.shape[0]}
+    return {}

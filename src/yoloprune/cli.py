@@ -3,10 +3,14 @@
     yoloprune inspect MODEL [--format text|md|json] [--out FILE]
     yoloprune analyze MODEL [--blocks I ...] [--layers PATH ...] [--exclude PATH ...]
                             [--format md|json|dot|svg] [--out FILE]
-    yoloprune prune MODEL (--ratio R | --plan-in PLAN) [--blocks ...] [--layers ...] [--exclude ...]
-                          [--importance l1|l2|random] [--round-to N] [--seed N]
-                          --out PRUNED.pt [--plan PLAN] [--no-onnx-check]
+    yoloprune prune MODEL (--ratio R|auto | --target-flops F | --target-params F | --plan-in PLAN)
+                          [--blocks ...] [--layers ...] [--exclude ...] [--importance NAME]
+                          [--aggregation mean|sum] [--global] [--max-ratio R] [--min-channels N]
+                          [--round-to N] [--seed N] (--out PRUNED.pt [--plan PLAN] | --dry-run)
+                          [--save-format pt|safe]
+                          [--no-onnx-check] [--data DATA.yaml [--calib-images N] [--calib-imgsz N]]
     yoloprune verify ORIGINAL PRUNED --plan PLAN [--no-onnx-check]
+    yoloprune data digits --out DIR [--images N] [--imgsz N] [--seed N]
 
 Exit codes: 0 success, 1 a verification failed (`verify`), 2 a problem with the inputs (the
 message on stderr says what to do). `prune` writes nothing unless every check passes.
@@ -15,6 +19,7 @@ message on stderr says what to do). `prune` writes nothing unless every check pa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +29,7 @@ from torch import nn
 
 from yoloprune._atomic import atomic_write
 from yoloprune.errors import YoloPruneError
-from yoloprune.importance import CRITERIA
+from yoloprune.importance import CRITERIA, Aggregation
 from yoloprune.pruning.plan import select_groups
 
 if TYPE_CHECKING:
@@ -90,7 +95,10 @@ def _change(before: int, after: int) -> str:
 
 
 def _prune_summary(
-    result: PruneResult, checks: Sequence[tuple[str, str]] = (), replayed: str | None = None
+    result: PruneResult,
+    checks: Sequence[tuple[str, str]] = (),
+    replayed: str | None = None,
+    head: str = "Pruned",
 ) -> str:
     """What a prune did and the evidence that it is right; `checks` adds (name, result) rows and
     `replayed` names the plan file the channels came from, if any."""
@@ -116,12 +124,17 @@ def _prune_summary(
         ),
         *checks,
     ]
+    if plan.budget is not None:
+        b = plan.budget
+        reached = f"{b.reached:.3f} of the original {b.metric.value} (target {b.target:g}"
+        rows.insert(4, ("target", f"{reached}, met within 2%; the cost model estimated {b.estimate:.3f})"))
     scope = "every block" if opts.scope is None else ", ".join(opts.scope)
     rounding = f", widths rounded to multiples of {opts.round_to}" if opts.round_to > 1 else ""
-    chosen = f"{scope}; ratio {opts.ratio}, importance {opts.importance}{rounding}"
+    target = opts.target
+    amount = f"ratio {opts.ratio}" if target is None else f"{target[0].value} target {target[1]:g}"
+    chosen = f"{scope}; {amount}, {opts.allocation.value} allocation, importance {opts.importance}{rounding}"
     how = f"replaying {replayed}" if replayed else chosen
-    head = f"Pruned {result.analysis.source} ({how}):"
-    return "\n".join([head, *(f"  {k:<12}{v}" for k, v in rows)])
+    return "\n".join([f"{head} {result.analysis.source} ({how}):", *(f"  {k:<12}{v}" for k, v in rows)])
 
 
 def _checked(name: str, check: Callable[[nn.Module], float], model: nn.Module) -> float:
@@ -136,13 +149,24 @@ def _prune(args: argparse.Namespace) -> int:
     from yoloprune.yolo import api
     from yoloprune.yolo.check import ONNX_TOLERANCE, onnx_check, train_step_check
 
-    if Path(args.out).suffix.lower() != ".pt":
+    if args.out is None and not args.dry_run:
+        raise YoloPruneError("--out PRUNED.pt is required, or --dry-run to print the plan and write nothing.")
+    if args.out is not None and (Path(args.out).suffix.lower() == ".pt") != (args.save_format == "pt"):
         raise YoloPruneError(
             f"--out {args.out}: Ultralytics reads checkpoints named *.pt; use e.g. pruned.pt."
+            if args.save_format == "pt"
+            else f"--out {args.out}: --save-format safe writes a folder, not a .pt file; use pruned.safe."
         )
+    effective = os.access in os.supports_effective_ids  # as the user the process acts as
     for path in filter(None, (args.out, args.plan)):
-        if not Path(path).parent.is_dir():
-            raise YoloPruneError(f"Cannot write {path}: directory {Path(path).parent} does not exist.")
+        folder = Path(path).parent
+        if not folder.is_dir():
+            raise YoloPruneError(f"Cannot write {path}: directory {folder} does not exist.")
+        if not os.access(folder, os.W_OK | os.X_OK, effective_ids=effective):
+            raise YoloPruneError(
+                f"Cannot write {path}: directory {folder} is not writable (checked before pruning); "
+                "choose another folder or fix its permissions."
+            )
     plan_in = _read_text(args.plan_in, "plan") if args.plan_in else None
     result = api.prune(
         args.model,
@@ -154,7 +178,23 @@ def _prune(args: argparse.Namespace) -> int:
         layers=args.layers,
         exclude=args.exclude,
         plan=plan_in,
+        allocation=args.allocation,
+        max_ratio=args.max_ratio,
+        min_channels=args.min_channels,
+        target_flops=args.target_flops,
+        target_params=args.target_params,
+        aggregation=args.aggregation,
+        data=args.data,
+        calib_images=args.calib_images,
+        calib_imgsz=args.calib_imgsz,
     )
+    if args.dry_run:
+        from yoloprune.yolo.costs import block_costs, render_blocks
+
+        print(_prune_summary(result, replayed=args.plan_in, head="Dry run: would prune"))
+        print(render_blocks(block_costs(result.original, result.model, result.imgsz)))
+        print("dry run: nothing written")
+        return 0
     loss = _checked("train-step", train_step_check, result.model)
     checks = [("train step", f"loss {loss:.4g} on a synthetic batch: ok")]
     if not args.no_onnx_check:
@@ -169,7 +209,7 @@ def _prune(args: argparse.Namespace) -> int:
     if args.plan:
         atomic_write(args.plan, lambda tmp: tmp.write_text(result.plan_json(), encoding="utf-8"))
     try:
-        result.save(args.out)
+        result.save(args.out, format=args.save_format)
     except BaseException:
         if args.plan:
             Path(args.plan).unlink(missing_ok=True)
@@ -217,6 +257,25 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _data_digits(args: argparse.Namespace) -> int:
+    from yoloprune.yolo.data import make_digits
+
+    made = make_digits(args.out, images=args.images, imgsz=args.imgsz, seed=args.seed)
+    counts = ", ".join(f"{split} {n} images, {made.boxes[split]} boxes" for split, n in made.images.items())
+    print(f"wrote {made.yaml} ({counts}; 10 classes, {args.imgsz}x{args.imgsz})")
+    return 0
+
+
+def _ratio(text: str) -> float | str:
+    """`--ratio`: a fraction, or "auto" (the criterion chooses each group's width)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.5, or auto; got {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="yoloprune",
@@ -246,23 +305,76 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("prune", help="remove channels group by group, verify, write the pruned model")
     s.add_argument("model", help=model_help)
     how = s.add_mutually_exclusive_group(required=True)
-    how.add_argument("--ratio", type=float, help="fraction of each group's channels to remove, e.g. 0.5")
+    how.add_argument(
+        "--ratio",
+        type=_ratio,
+        metavar="R|auto",
+        help="fraction of each group's channels (--global: of all) to remove, e.g. 0.5; auto: the act-* "
+        "criteria choose each group's width",
+    )
+    keep = "keep this fraction of the original's {}, e.g. 0.5 (met within 2%%)"
+    how.add_argument("--target-flops", type=float, metavar="F", help=keep.format("FLOPs"))
+    how.add_argument("--target-params", type=float, metavar="F", help=keep.format("params"))
     how.add_argument("--plan-in", metavar="PLAN", help="replay the channel choices of a plan file")
     selection(s)
     s.add_argument("--importance", choices=sorted(CRITERIA), default="l1", help="channel ranking")
+    s.add_argument(
+        "--aggregation",
+        choices=[a.value for a in Aggregation],
+        default="mean",
+        help="combine a channel's values over the group's layers: mean of per-layer normalised (default) "
+        "or sum of raw values",
+    )
+    s.add_argument(
+        "--global",
+        dest="allocation",
+        action="store_const",
+        const="global",
+        default="local",
+        help="rank channels across groups on mean-normalised scores instead of the same ratio per group",
+    )
+    s.add_argument("--max-ratio", type=float, default=0.9, metavar="R", help="most any group loses (0.9)")
+    s.add_argument("--min-channels", type=int, default=1, metavar="N", help="fewest any group keeps (1)")
     s.add_argument("--round-to", type=int, default=1, metavar="N", help="keep a multiple of N channels")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True, metavar="PRUNED.pt", help="where to write the pruned checkpoint")
+    s.add_argument("--out", metavar="PRUNED.pt", help="where to write the pruned checkpoint")
+    s.add_argument("--dry-run", action="store_true", help="print the plan per block and write nothing")
+    s.add_argument(
+        "--save-format",
+        choices=("pt", "safe"),
+        default="pt",
+        help="pt: a plain Ultralytics checkpoint (a pickle); safe: a folder with the architecture as YAML "
+        "and the weights as safetensors, loaded without unpickling anything",
+    )
     s.add_argument("--plan", metavar="PLAN", help="also write the plan (JSON) here")
     s.add_argument("--no-onnx-check", action="store_true", help="skip the ONNX export check")
+    s.add_argument("--data", metavar="DATA.yaml", help="dataset YAML for taylor and act-* (calibration)")
+    s.add_argument("--calib-images", type=int, default=64, metavar="N", help="calibration images (64)")
+    s.add_argument(
+        "--calib-imgsz",
+        type=int,
+        metavar="N",
+        help="calibration image size (default: the model's training size)",
+    )
     s.set_defaults(run=_prune)
 
     s = sub.add_parser("verify", help="check a pruned checkpoint against its original and plan")
     s.add_argument("original", help=model_help)
-    s.add_argument("pruned", help="the pruned .pt checkpoint")
+    s.add_argument("pruned", help="the pruned .pt checkpoint or safe folder")
     s.add_argument("--plan", required=True, metavar="PLAN", help="the plan written by `prune --plan`")
     s.add_argument("--no-onnx-check", action="store_true", help="skip the ONNX export check")
     s.set_defaults(run=_verify)
+
+    s = sub.add_parser("data", help="generate a dataset")
+    kinds = s.add_subparsers(dest="kind", required=True, metavar="KIND")
+    s = kinds.add_parser("digits", help="detection scenes of scikit-learn's handwritten digits, YOLO format")
+    s.add_argument("--out", required=True, metavar="DIR", help="new folder to write (DIR/data.yaml)")
+    s.add_argument(
+        "--images", type=int, default=500, metavar="N", help="images in all, 20%% of them val (500)"
+    )
+    s.add_argument("--imgsz", type=int, default=160, metavar="N", help="image side in pixels (160)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(run=_data_digits)
     return p
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 from torch import nn
@@ -34,14 +35,23 @@ class Ranking:
     keep: int | None = None
 
 
+class Aggregation(str, Enum):
+    """How a criterion combines a channel's per-member values into one score (`--aggregation`)."""
+
+    MEAN = "mean"  # mean of each member's values divided by that member's mean: every layer counts alike
+    SUM = "sum"  # sum of raw values: members with larger values (wide or 3x3 layers) weigh more
+
+
 @dataclass(frozen=True)
 class Context:
-    """The model being scored, its graph, a seeded random generator and optional evidence."""
+    """The model being scored, its graph, a seeded random generator, optional evidence and how to
+    aggregate over a group's members."""
 
     model: nn.Module
     graph: ChannelGraph
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     evidence: Evidence | None = None
+    aggregation: Aggregation = Aggregation.MEAN
     modules: dict[str, nn.Module] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -50,13 +60,16 @@ class Context:
 
 Criterion = Callable[[Context, Group], "np.ndarray | Ranking"]
 CRITERIA: dict[str, Criterion] = {}
+NEEDS: dict[str, frozenset[str]] = {}  # criterion name -> the `Evidence` fields it reads
 
 
-def register(name: str) -> Callable[[Criterion], Criterion]:
-    """Register a criterion under `name` (the value of `--importance`)."""
+def register(name: str, needs: frozenset[str] = frozenset()) -> Callable[[Criterion], Criterion]:
+    """Register a criterion under `name` (the value of `--importance`); `needs` names the
+    `Evidence` fields ("taylor", "samples") it reads, which the caller must measure first."""
 
     def add(fn: Criterion) -> Criterion:
         CRITERIA[name] = fn
+        NEEDS[name] = frozenset(needs)
         return fn
 
     return add

@@ -1,4 +1,5 @@
-"""Pruning plans: which channel classes to remove, chosen per group, and their JSON form.
+"""Pruning plans: which channel classes to remove, chosen by a criterion and an allocation
+(`allocate.py`) under `PruneOptions`, and their JSON form.
 
 Internally a plan is a set of removed class roots of one `ChannelGraph`. On disk it is plain JSON
 keyed by `named_modules()` paths: for every conv/linear whose output channels change,
@@ -11,42 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 from torch import nn
 
 from yoloprune._layers import output_weight
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.groups import ChannelGraph, Group, covers
 from yoloprune.importance import CRITERIA, Context, Evidence, Ranking
+from yoloprune.pruning.allocate import Allocator, Budget, CostModel, Measure, meet_target
+from yoloprune.pruning.options import Allocation, PruneOptions
 
 PLAN_VERSION = 1
-
-
-@dataclass(frozen=True)
-class PruneOptions:
-    """How to choose channels. `scope` holds module paths; None means every prunable group."""
-
-    ratio: float | str = 0.5  # or "auto": the criterion decides (see `Ranking.keep`)
-    importance: str = "l1"
-    round_to: int = 1
-    seed: int = 0
-    scope: tuple[str, ...] | None = None
-    exclude: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.ratio != "auto" and not (isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio < 1.0):
-            raise YoloPruneError(
-                f"--ratio {self.ratio} is outside [0, 1): it is the fraction of each group's channels to "
-                "remove, so 0.5 removes half. Pass a value such as 0.3."
-            )
-        if self.importance not in CRITERIA:
-            raise YoloPruneError(
-                f"unknown importance {self.importance!r}; choose one of {', '.join(sorted(CRITERIA))}."
-            )
-        if self.round_to < 1:
-            raise YoloPruneError(f"--round-to must be a positive integer, got {self.round_to}.")
 
 
 @dataclass(frozen=True)
@@ -56,6 +35,7 @@ class Plan:
     removed: frozenset[int]
     convs: dict[str, dict] = field(hash=False)  # path -> {"keep_out": [...], "out_before": N}
     fingerprint: str = ""
+    budget: Budget | None = field(default=None, compare=False)  # the target and what it reached
 
     def to_json(self, source: str, options: dict) -> str:
         doc = {
@@ -65,6 +45,8 @@ class Plan:
             "options": options,
             "convs": self.convs,
         }
+        if self.budget is not None:
+            doc["budget"] = self.budget.as_json()
         return json.dumps(doc, indent=1)
 
 
@@ -76,10 +58,32 @@ def recorded_options(text: str) -> dict:
         return {}
     if not isinstance(options, dict):
         return {}
-    keys = ("ratio", "importance", "round_to", "seed")
+    keys = ("ratio", "importance", "round_to", "seed", "allocation", "max_ratio", "min_channels")
+    keys += ("target_flops", "target_params", "aggregation")  # absent from plans made before 0.2
     found = {k: options[k] for k in keys if k in options}
+    wrong = [f"{k}={v!r}" for k, v in found.items() if isinstance(v, bool) or not isinstance(v, _OPTIONS[k])]
+    if wrong:
+        raise YoloPruneError(
+            f"the plan's options {', '.join(wrong)} have the wrong type, so yoloprune did not write it "
+            "or it was edited; write plans with `yoloprune prune --plan`."
+        )
     found.update({k: tuple(options[k]) for k in ("scope", "exclude") if isinstance(options.get(k), list)})
     return found
+
+
+_NUMBER = (int, float)
+_OPTIONS = {  # the JSON types of the options a plan records
+    "ratio": (*_NUMBER, str, type(None)),  # str: "auto"
+    "importance": str,
+    "round_to": int,
+    "seed": int,
+    "allocation": str,
+    "max_ratio": _NUMBER,
+    "min_channels": int,
+    "target_flops": (*_NUMBER, type(None)),
+    "target_params": (*_NUMBER, type(None)),
+    "aggregation": str,
+}
 
 
 def fingerprint(graph: ChannelGraph) -> str:
@@ -96,45 +100,48 @@ def select_groups(graph: ChannelGraph, scope: Iterable[str] | None) -> list[Grou
     return [g for g in graph.groups if any(covers(p, m.module) for m in g.producers for p in prefixes)]
 
 
-def kept_count(size: int, ratio: float, round_to: int, wanted: int | None = None) -> int:
-    """Channels a group of `size` keeps: `size * (1 - ratio)` (or `wanted`, when given) rounded to
-    `round_to`, never zero."""
-    keep = size - int(size * ratio) if wanted is None else wanted
-    if round_to > 1:
-        keep = max(round_to, round(keep / round_to) * round_to)
-    return max(1, min(size, keep))
-
-
 def choose(
     graph: ChannelGraph,
     model: nn.Module,
     groups: list[Group],
     options: PruneOptions,
     evidence: Evidence | None = None,
+    inputs: tuple[torch.Tensor, ...] | None = None,
+    measure: Measure | None = None,
 ) -> Plan:
-    """Remove the least important classes of each prunable group in `groups`."""
-    ctx = Context(model, graph, np.random.default_rng(options.seed), evidence)
-    score = CRITERIA[options.importance]
-    removed: set[int] = set()
+    """Remove the least important classes of the prunable groups in `groups`, as `options` say.
+
+    A target needs `inputs` (an image at the model's training size: FLOPs depend on it) and is
+    checked against `measure(removed) -> (params, FLOPs)` when given (see `allocate.measurer`).
+
+    Example:
+        >>> plan = choose(graph, model, select_groups(graph, None), PruneOptions(0.3))  # doctest: +SKIP
+    """
+    ctx = Context(model, graph, np.random.default_rng(options.seed), evidence, options.aggregation)
+    ranked = []
     for group in groups:
-        if not group.prunable:
-            continue
-        ranking = score(ctx, group)
-        ranking = ranking if isinstance(ranking, Ranking) else Ranking(ranking)
-        if options.ratio == "auto" and ranking.keep is None:
+        if group.prunable:
+            ranking = CRITERIA[options.importance](ctx, group)
+            ranked.append((group, ranking if isinstance(ranking, Ranking) else Ranking(ranking)))
+    alloc = Allocator(ranked, options.limits, options.allocation is Allocation.GLOBAL)
+    budget = None
+    if options.ratio == "auto":
+        if any(r.keep is None for _, r in ranked):
             raise YoloPruneError(
                 f"--ratio auto needs a criterion that chooses how many channels to keep (the act-* "
                 f"criteria); {options.importance} does not. Pass a number such as --ratio 0.5."
             )
-        auto = options.ratio == "auto"
-        keep = kept_count(
-            group.size, 0.0 if auto else options.ratio, options.round_to, ranking.keep if auto else None
-        )
-        if keep == group.size:
-            continue
-        order = np.argsort(ranking.scores, kind="stable")  # least important first
-        removed.update(group.classes[i] for i in order[: group.size - keep].tolist())
-    return plan_from_removed(graph, model, frozenset(removed))
+        kept = alloc.chosen([r.keep for _, r in ranked])
+    elif options.target is not None:
+        if inputs is None:
+            raise ValueError("choose: a params/FLOPs target needs `inputs` to count FLOPs at")
+        cost = CostModel.build(model, graph, inputs)
+        kept, budget = meet_target(alloc, graph, cost, *options.target, measure)
+    elif alloc.is_global:
+        kept = alloc.search(lambda k: float(k.sum()), (1 - options.ratio) * alloc.sizes.sum())
+    else:
+        kept = alloc.kept(options.ratio)
+    return replace(plan_from_removed(graph, model, alloc.removed(kept)), budget=budget)
 
 
 def plan_from_removed(graph: ChannelGraph, model: nn.Module, removed: frozenset[int]) -> Plan:

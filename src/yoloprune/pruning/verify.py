@@ -55,7 +55,7 @@ def masked_copy(model: nn.Module, graph: ChannelGraph, removed: frozenset[int]) 
 
 
 def _outputs(m: nn.Module, inputs: tuple[torch.Tensor, ...], select: Callable[[object], object]) -> list:
-    was, dtype = m.training, next(m.parameters()).dtype
+    was, dtype = m.training, next((p.dtype for p in m.parameters()), torch.float32)
     m.eval().double()  # float64: float32 rounding can neither hide nor fake a difference
     try:
         with torch.no_grad():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -21,11 +21,14 @@ from yoloprune.bench.stats import count_flops, count_params
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.graph.trace import TraceError, trace
+from yoloprune.pruning.allocate import measurer
 from yoloprune.pruning.plan import Plan, PruneOptions, choose, load_plan, recorded_options, select_groups
 from yoloprune.pruning.probe import probe
 from yoloprune.pruning.verify import Equivalence, compare, excite, masked_copy, prune_and_compare
 from yoloprune.yolo import adapter
+from yoloprune.yolo.calibrate import evidence_for
 from yoloprune.yolo.io import load_model, save_checkpoint
+from yoloprune.yolo.safe import save_safe
 
 
 @dataclass(frozen=True)
@@ -125,11 +128,16 @@ class PruneResult:
     imgsz: int
 
     def plan_json(self) -> str:
-        return self.plan.to_json(self.analysis.source, asdict(self.options))
+        return self.plan.to_json(self.analysis.source, self.options.as_json())
 
-    def save(self, path: str | Path) -> Path:
-        """Write the pruned model as a plain Ultralytics checkpoint."""
-        meta = {"source": self.analysis.source, "plan": self.plan.convs, "options": asdict(self.options)}
+    def save(self, path: str | Path, format: str = "pt") -> Path:
+        """Write the pruned model: `format="pt"`, a plain Ultralytics checkpoint (a pickle); `"safe"`, a
+        pickle-free folder (architecture YAML + safetensors weights, see `yoloprune.yolo.safe`)."""
+        meta = {"source": self.analysis.source, "plan": self.plan.convs, "options": self.options.as_json()}
+        if format == "safe":
+            return save_safe(self.model, path, meta=meta, source_ckpt=self.analysis.ckpt)
+        if format != "pt":
+            raise YoloPruneError(f"Unknown save format {format!r}; use 'pt' or 'safe'.")
         return save_checkpoint(self.model, path, meta=meta, source_ckpt=self.analysis.ckpt)
 
 
@@ -151,7 +159,7 @@ def imgsz_of(analysis: Analysis) -> int:
 
 def prune(
     source: object,
-    ratio: float = 0.5,
+    ratio: float | str | None = None,
     *,
     blocks: Iterable[int] | None = None,
     layers: Iterable[str] | None = None,
@@ -161,30 +169,67 @@ def prune(
     seed: int = 0,
     plan: str | None = None,
     analysis: Analysis | None = None,
+    allocation: str = "local",
+    max_ratio: float = 0.9,
+    min_channels: int = 1,
+    target_flops: float | None = None,
+    target_params: float | None = None,
+    aggregation: str = "mean",
+    data: str | Path | None = None,
+    calib_images: int = 64,
+    calib_imgsz: int | None = None,
 ) -> PruneResult:
     """Prune whole coupled groups of `source` and prove the result against the masked original.
 
-    `plan` (JSON text from an earlier run) replays exact channel choices instead of choosing.
+    How much: `ratio` (0.5 when nothing is given), or `target_flops` / `target_params`, the fraction
+    of the original to keep (met within 2%, reported in `result.plan.budget`). `allocation="global"`
+    ranks channels across groups; see `PruneOptions` for the rest. `plan` (JSON text from an earlier
+    run) replays exact channel choices instead of choosing. A dry run is this call without `save`.
+    Data-driven criteria (`taylor`, `act-*`) measure `calib_images` images of the dataset YAML
+    `data` at `calib_imgsz` (default: the model's training size); `ratio="auto"` lets an act-*
+    criterion choose each group's width.
 
     Example:
         >>> r = prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])  # doctest: +SKIP
         >>> r.equivalence.ok, r.params  # doctest: +SKIP
         (True, (3157200, 3036256))
+        >>> prune("yolov8n.yaml", "auto", importance="act-medoid", data="digits/data.yaml")  # doctest: +SKIP
+        >>> prune("yolov8s.yaml", target_flops=0.5, allocation="global").plan.budget.reached  # doctest: +SKIP
+        0.4999
     """
-    options = PruneOptions(ratio, importance, round_to, seed, None, tuple(exclude))
+    if ratio is None and target_flops is None and target_params is None:
+        ratio = 0.5
+    options = PruneOptions(
+        ratio,
+        importance,
+        round_to,
+        seed,
+        exclude=tuple(exclude),
+        allocation=allocation,
+        max_ratio=max_ratio,
+        min_channels=min_channels,
+        target_flops=target_flops,
+        target_params=target_params,
+        aggregation=aggregation,
+    )
     a = analysis or analyze(source, exclude=options.exclude)
-    scope = scope_of(a.model, blocks, layers)
-    options = PruneOptions(ratio, importance, round_to, seed, scope, tuple(exclude))
+    options = replace(options, scope=scope_of(a.model, blocks, layers))
+    imgsz = imgsz_of(a)
+    size_in = (adapter.example_inputs(a.model, seed=None)[0].new_zeros(1, 3, imgsz, imgsz),)
     if plan is not None:
         chosen = load_plan(a.graph, a.model, plan)
         options = replace(options, **recorded_options(plan))
     else:
-        groups = select_groups(a.graph, scope)
+        groups = select_groups(a.graph, options.scope)
         if not any(g.prunable for g in groups):
             raise YoloPruneError(
                 "nothing to prune: every group in the selection is pinned. " + _explain_all_pinned(groups)
             )
-        chosen = choose(a.graph, a.model, groups, options)
+        measure = measurer(a.model, a.graph, size_in, adapter.fix_attributes)
+        evidence = evidence_for(
+            a.model, a.graph, importance, data, groups, calib_images, calib_imgsz or imgsz
+        )
+        chosen = choose(a.graph, a.model, groups, options, evidence, inputs=size_in, measure=measure)
     original = a.model
     inputs = adapter.example_inputs(original, seed=seed)
     fix, select = adapter.fix_attributes, adapter.select_outputs
@@ -200,10 +245,8 @@ def prune(
                 f"{eq.max_rel_error:.3g} (tolerance {eq.tolerance:g}). This is a yoloprune bug; please "
                 "report it with the model and the plan (--plan)."
             )
-    imgsz = imgsz_of(a)
-    size_in = adapter.example_inputs(original, seed=None)[0].new_zeros(1, 3, imgsz, imgsz)
     params = (count_params(original), count_params(pruned))
-    flops = (count_flops(original, (size_in,)), count_flops(pruned, (size_in,)))
+    flops = (count_flops(original, size_in), count_flops(pruned, size_in))
     return PruneResult(
         pruned, original, a, chosen, options, equivalence, structural, widths, params, flops, imgsz
     )
