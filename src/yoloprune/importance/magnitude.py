@@ -24,7 +24,7 @@ from yoloprune.importance.base import Aggregation, Context, Criterion, register
 MemberValues = Callable[[nn.Module, str, np.ndarray], "np.ndarray | None"]
 
 
-def _combine(ctx: Context, group: Group, values: MemberValues) -> np.ndarray | None:
+def combine_members(ctx: Context, group: Group, values: MemberValues) -> np.ndarray | None:
     """Per-class scores aggregated over the members that give values; None when none does."""
     index = {c: i for i, c in enumerate(group.classes)}
     total, counted = np.zeros(group.size), 0
@@ -63,7 +63,7 @@ def _norms(p: float) -> MemberValues:
 
 def _scored(values: MemberValues) -> Criterion:
     def score(ctx: Context, group: Group) -> np.ndarray:
-        found = _combine(ctx, group, values)
+        found = combine_members(ctx, group, values)
         return np.zeros(group.size) if found is None else found
 
     return score
@@ -83,7 +83,7 @@ def _gammas(module: nn.Module, axis: str, pos: np.ndarray) -> np.ndarray | None:
 def _bn(ctx: Context, group: Group) -> np.ndarray:
     """|BatchNorm gamma| of every norm layer in the group (network slimming); a group without a
     BatchNorm is scored by `l1` instead."""
-    found = _combine(ctx, group, _gammas)
+    found = combine_members(ctx, group, _gammas)
     return found if found is not None else _l1(ctx, group)
 
 

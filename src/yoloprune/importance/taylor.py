@@ -15,7 +15,7 @@ from torch import nn
 from yoloprune.graph.groups import Group
 from yoloprune.importance._evidence import measured
 from yoloprune.importance.base import Context, register
-from yoloprune.importance.magnitude import _combine
+from yoloprune.importance.magnitude import combine_members
 
 
 @register("taylor", needs=frozenset({"taylor"}))
@@ -29,5 +29,5 @@ def taylor(ctx: Context, group: Group) -> np.ndarray:
         path = paths.get(id(module))
         return None if path is None or axis != "out" else np.asarray(table[path], dtype=np.float64)[pos]
 
-    found = _combine(ctx, group, values)
+    found = combine_members(ctx, group, values)
     return np.zeros(group.size) if found is None else found

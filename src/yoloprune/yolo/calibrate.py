@@ -27,7 +27,7 @@ from ultralytics.nn.tasks import guess_model_task
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.importance import NEEDS, Evidence
-from yoloprune.yolo.check import _check_imgsz, _hyperparameters, _num_classes
+from yoloprune.yolo.check import check_imgsz, hyperparameters, num_classes
 from yoloprune.yolo.data import calibration_batches
 
 KINDS = frozenset({"taylor", "samples"})
@@ -65,7 +65,7 @@ def gather_evidence(
         raise ValueError(f"unknown evidence {sorted(need - KINDS)}; choose from {sorted(KINDS)}")
     if images < 1:
         raise YoloPruneError(f"--calib-images {images}: need at least one calibration image.")
-    _check_imgsz(model, imgsz)
+    check_imgsz(model, imgsz)
     work = copy.deepcopy(model)
     convs = producer_convs(work, graph.groups if groups is None else groups)
     taps = _taps(work, convs)
@@ -79,7 +79,7 @@ def gather_evidence(
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
     if "taylor" in need:
-        work.criterion, work.args, work.nc = None, _hyperparameters(work), _num_classes(work)
+        work.criterion, work.args, work.nc = None, hyperparameters(work), num_classes(work)
     device = next(work.parameters()).device
     taylor: dict[str, torch.Tensor] = {}  # path -> (C,) sum over images of |sum_HW a * g|
     samples: dict[str, list[torch.Tensor]] = {p: [] for p in convs}

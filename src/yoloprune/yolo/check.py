@@ -48,11 +48,11 @@ def train_step_check(model: nn.Module, imgsz: int = 64) -> float:
         True
     """
     task = _task(model, "train_step_check")
-    _check_imgsz(model, imgsz)
+    check_imgsz(model, imgsz)
     model = deepcopy(model).train()
     model.criterion = None  # built afresh from the hyperparameters below
-    model.args = _hyperparameters(model)
-    model.nc = _num_classes(model)  # RT-DETR's loss reads it; the trainer sets it from the dataset
+    model.args = hyperparameters(model)
+    model.nc = num_classes(model)  # RT-DETR's loss reads it; the trainer sets it from the dataset
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in _synthetic_batch(model, task, imgsz).items()}
     try:
@@ -94,7 +94,7 @@ def onnx_check(model: nn.Module, imgsz: int = 64, workdir: Path | None = None) -
         True
     """
     _task(model, "onnx_check")
-    _check_imgsz(model, imgsz)
+    check_imgsz(model, imgsz)
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="yoloprune-onnx-")))
@@ -148,7 +148,8 @@ def _task(model: nn.Module, check: str) -> str:
     return task
 
 
-def _check_imgsz(model: nn.Module, imgsz: int) -> None:
+def check_imgsz(model: nn.Module, imgsz: int) -> None:
+    """Refuse an image size that is not a multiple of the model's largest stride."""
     strides = getattr(model, "stride", None)
     stride = int(max(strides.tolist())) if isinstance(strides, torch.Tensor) and strides.numel() else 32
     if imgsz <= 0 or imgsz % stride:
@@ -158,7 +159,7 @@ def _check_imgsz(model: nn.Module, imgsz: int) -> None:
         )
 
 
-def _hyperparameters(model: nn.Module) -> SimpleNamespace:
+def hyperparameters(model: nn.Module) -> SimpleNamespace:
     """`model.args` as the namespace Ultralytics' losses read (`args.box`), defaults filled in.
 
     Checkpoints and YAML-built models carry a dict of the arguments they were made with; the
@@ -171,7 +172,8 @@ def _hyperparameters(model: nn.Module) -> SimpleNamespace:
     return get_cfg(DEFAULT_CFG, known)
 
 
-def _num_classes(model: nn.Module) -> int:
+def num_classes(model: nn.Module) -> int:
+    """How many classes the model predicts (its head's `nc`, else its class names)."""
     head = model.model[-1]
     return int(getattr(head, "nc", None) or len(getattr(model, "names", None) or [0]))
 
