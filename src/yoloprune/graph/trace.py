@@ -79,14 +79,18 @@ class Trace:
     notes: tuple[str, ...] = ()  # what the trace could not do, e.g. a failed train-mode pass
 
     def find(self, e: int) -> int:
-        parent = self.parent
-        while parent[e] != e:
-            parent[e] = parent[parent[e]]
-            e = parent[e]
-        return e
+        return _find(self.parent, e)
 
     def roots(self, elems: np.ndarray) -> np.ndarray:
         return np.fromiter((self.find(int(e)) for e in elems), dtype=np.int64, count=len(elems))
+
+
+def _find(parent: list[int], e: int) -> int:
+    """Union-find root of element `e`, halving the path on the way."""
+    while parent[e] != e:
+        parent[e] = parent[parent[e]]
+        e = parent[e]
+    return e
 
 
 class TraceError(RuntimeError):
@@ -154,16 +158,9 @@ class _Tracer(TorchFunctionMode):
         self.parent.extend(range(start, start + n))
         return np.arange(start, start + n, dtype=np.int64)
 
-    def _find(self, e: int) -> int:
-        parent = self.parent
-        while parent[e] != e:
-            parent[e] = parent[parent[e]]
-            e = parent[e]
-        return e
-
     def union(self, a: np.ndarray, b: np.ndarray) -> None:
         for x, y in zip(a.tolist(), b.tolist(), strict=True):
-            rx, ry = self._find(x), self._find(y)
+            rx, ry = _find(self.parent, x), _find(self.parent, y)
             if rx != ry:
                 self.parent[max(rx, ry)] = min(rx, ry)
 
