@@ -3,8 +3,9 @@ channels masked, i.e. with every weight that reads a removed channel set to zero
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from yoloprune._layers import input_weight
+from yoloprune._meta import shallow_copy
 from yoloprune.graph.groups import ChannelGraph
 from yoloprune.graph.trace import flat_tensors
 from yoloprune.pruning.apply import apply_plan
@@ -40,18 +42,43 @@ class Equivalence:
 
 
 def masked_copy(model: nn.Module, graph: ChannelGraph, removed: frozenset[int]) -> nn.Module:
-    """A copy of the unpruned `model` in which removed channels are read with zero weights."""
-    masked = copy.deepcopy(model)
+    """A copy of the unpruned `model` that reads removed channels as zeros.
+
+    Each layer that reads channels gets a forward pre-hook zeroing the removed ones in its input,
+    which is exactly a zeroed weight slice, without copying any weight (the copy shares storage
+    with `model`). The hooks live only in memory; never save this copy.
+    """
+    masked = shallow_copy(model)
     modules = dict(masked.named_modules())
     rem = np.fromiter(removed, dtype=np.int64, count=len(removed))
-    with torch.no_grad():
-        for member, layout in graph.layout.items():
-            found = input_weight(modules[member.module], member.axis)
-            drop = np.flatnonzero(np.isin(layout, rem))
-            if found is not None and len(drop):
-                weight, dim = found
-                weight.index_fill_(dim, torch.as_tensor(drop), 0.0)
+    for member, layout in graph.layout.items():
+        found = input_weight(modules[member.module], member.axis)
+        drop = np.flatnonzero(np.isin(layout, rem))
+        if found is not None and len(drop):
+            modules[member.module].register_forward_pre_hook(_zero_inputs(torch.as_tensor(drop), found[1]))
     return masked
+
+
+def _zero_inputs(drop: torch.Tensor, weight_dim: int):
+    # A conv reads channels on dim 1 of its input, a linear layer on the last dim.
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        x, *rest = args
+        dim = x.ndim - 1 if isinstance(module, nn.Linear) else 1
+        return (x.index_fill(dim, drop.to(x.device), 0.0), *rest)
+
+    return hook
+
+
+@contextlib.contextmanager
+def excited(model: nn.Module, inputs: tuple[torch.Tensor, ...], seed: int = 0) -> Iterator[nn.Module]:
+    """`excite` the model in place for the duration of the block, then restore every BatchNorm."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
+    try:
+        yield excite(model, inputs, seed)
+    finally:
+        for m, state in zip(norms, saved, strict=True):
+            m.load_state_dict(state)
 
 
 def _outputs(
@@ -107,9 +134,13 @@ def prune_and_compare(
     fix_attributes: Callable[[nn.Module], None] = lambda m: None,
     select_outputs: Callable[[object], object] = lambda o: o,
     measure_signal: bool = False,
+    own: bool = False,
 ) -> tuple[nn.Module, dict[str, tuple[int, int]], Equivalence]:
-    """Prune a copy of `model` and compare it with the masked original: (pruned, widths, result)."""
-    pruned = copy.deepcopy(model)
+    """Prune a copy of `model` and compare it with the masked original: (pruned, widths, result).
+
+    The pruned copy shares unsliced tensors with `model` unless `own` asks for a full copy (do so
+    for a model that will be trained or handed to a user)."""
+    pruned = copy.deepcopy(model) if own else shallow_copy(model)
     widths = apply_plan(pruned, graph, removed)
     fix_attributes(pruned)
     masked = masked_copy(model, graph, removed)

@@ -24,7 +24,14 @@ from yoloprune.graph.trace import TraceError, trace
 from yoloprune.pruning.allocate import measurer
 from yoloprune.pruning.plan import Plan, PruneOptions, choose, load_plan, recorded_options, select_groups
 from yoloprune.pruning.probe import probe
-from yoloprune.pruning.verify import Equivalence, compare, excite, masked_copy, prune_and_compare
+from yoloprune.pruning.verify import (
+    Equivalence,
+    compare,
+    excite,
+    excited,
+    masked_copy,
+    prune_and_compare,
+)
 from yoloprune.yolo import adapter
 from yoloprune.yolo.calibrate import evidence_for
 from yoloprune.yolo.io import load_model, save_checkpoint
@@ -81,7 +88,11 @@ def scope_of(
 
 def excited_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     """A copy of `model` whose every channel carries input-dependent signal (see `excite`)."""
-    return excite(copy.deepcopy(model), adapter.example_inputs(model, batch=4, seed=seed + 1), seed)
+    return excite(copy.deepcopy(model), _excitation_batch(model, seed), seed)
+
+
+def _excitation_batch(model: nn.Module, seed: int) -> tuple:
+    return adapter.example_inputs(model, batch=4, seed=seed + 1)
 
 
 def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = True) -> Analysis:
@@ -105,9 +116,9 @@ def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = Tr
         ) from e
     graph = build_groups(t, exclude)
     if run_probe:
-        probe_model = excited_copy(model)
         inputs = adapter.example_inputs(model, seed=0)
-        graph = probe(probe_model, graph, inputs, adapter.fix_attributes, adapter.select_outputs)
+        with excited(model, _excitation_batch(model, 0)):  # BatchNorms restored afterwards
+            graph = probe(model, graph, inputs, adapter.fix_attributes, adapter.select_outputs)
     return Analysis(model, graph, loaded.source, loaded.task, loaded.ckpt)
 
 
@@ -234,10 +245,10 @@ def prune(
     inputs = adapter.example_inputs(original, seed=seed)
     fix, select = adapter.fix_attributes, adapter.select_outputs
     pruned, widths, equivalence = prune_and_compare(
-        original, a.graph, chosen.removed, inputs, fix, select, True
+        original, a.graph, chosen.removed, inputs, fix, select, measure_signal=True, own=True
     )
-    excited = excited_copy(original, seed)
-    _, _, structural = prune_and_compare(excited, a.graph, chosen.removed, inputs, fix, select)
+    with excited(original, _excitation_batch(original, seed), seed):
+        _, _, structural = prune_and_compare(original, a.graph, chosen.removed, inputs, fix, select)
     for name, eq in (("its own weights", equivalence), ("signal-carrying weights", structural)):
         if not eq.ok:
             raise YoloPruneError(
@@ -287,5 +298,6 @@ def verify(original: object, pruned: object, plan: str) -> Verification:
     else:
         masked = masked_copy(a.model, a.graph, chosen.removed)
         eq = compare(model, masked, inputs, select, measure_signal=True)
-    _, _, structural = prune_and_compare(excited_copy(a.model), a.graph, chosen.removed, inputs, fix, select)
+    with excited(a.model, _excitation_batch(a.model, 0)):
+        _, _, structural = prune_and_compare(a.model, a.graph, chosen.removed, inputs, fix, select)
     return Verification(same_shapes, same_weights, eq, structural)
