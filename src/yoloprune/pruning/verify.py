@@ -41,32 +41,41 @@ class Equivalence:
         return self.signal is None or self.signal > 10 * self.tolerance
 
 
-def masked_copy(model: nn.Module, graph: ChannelGraph, removed: frozenset[int]) -> nn.Module:
-    """A copy of the unpruned `model` that reads removed channels as zeros.
-
-    Each layer that reads channels gets a forward pre-hook zeroing the removed ones in its input,
-    which is exactly a zeroed weight slice, without copying any weight (the copy shares storage
-    with `model`). The hooks live only in memory; never save this copy.
-    """
-    masked = shallow_copy(model)
-    modules = dict(masked.named_modules())
+def _masked_weights(model: nn.Module, graph: ChannelGraph, removed: frozenset[int]):
+    """(weight, dim, indices) of every weight slice that reads a removed channel."""
+    modules = dict(model.named_modules())
     rem = np.fromiter(removed, dtype=np.int64, count=len(removed))
     for member, layout in graph.layout.items():
         found = input_weight(modules[member.module], member.axis)
         drop = np.flatnonzero(np.isin(layout, rem))
         if found is not None and len(drop):
-            modules[member.module].register_forward_pre_hook(_zero_inputs(torch.as_tensor(drop), found[1]))
+            yield found[0], found[1], torch.as_tensor(drop)
+
+
+def masked_copy(model: nn.Module, graph: ChannelGraph, removed: frozenset[int]) -> nn.Module:
+    """A copy of the unpruned `model` in which removed channels are read with zero weights (only
+    the weights it zeroes are copied; the rest share storage with `model`)."""
+    masked = shallow_copy(model)
+    for weight, dim, drop in _masked_weights(masked, graph, removed):
+        weight.data = weight.data.index_fill(dim, drop, 0.0)
     return masked
 
 
-def _zero_inputs(drop: torch.Tensor, weight_dim: int):
-    # A conv reads channels on dim 1 of its input, a linear layer on the last dim.
-    def hook(module: nn.Module, args: tuple) -> tuple:
-        x, *rest = args
-        dim = x.ndim - 1 if isinstance(module, nn.Linear) else 1
-        return (x.index_fill(dim, drop.to(x.device), 0.0), *rest)
-
-    return hook
+@contextlib.contextmanager
+def masking(model: nn.Module, graph: ChannelGraph, removed: frozenset[int]) -> Iterator[nn.Module]:
+    """Zero, in place, the weights that read removed channels, for the duration of the block; then
+    put the saved slices back. Costs only the removed slices' memory, not a copy of the model."""
+    saved = []
+    with torch.no_grad():
+        for weight, dim, drop in _masked_weights(model, graph, removed):
+            saved.append((weight, dim, drop, weight.index_select(dim, drop).clone()))
+            weight.index_fill_(dim, drop, 0.0)
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for weight, dim, drop, values in reversed(saved):
+                weight.index_copy_(dim, drop, values.to(weight.dtype))
 
 
 @contextlib.contextmanager
@@ -143,8 +152,8 @@ def prune_and_compare(
     pruned = copy.deepcopy(model) if own else shallow_copy(model)
     widths = apply_plan(pruned, graph, removed)
     fix_attributes(pruned)
-    masked = masked_copy(model, graph, removed)
-    return pruned, widths, compare(pruned, masked, inputs, select_outputs, measure_signal)
+    with masking(model, graph, removed) as masked:
+        return pruned, widths, compare(pruned, masked, inputs, select_outputs, measure_signal)
 
 
 def _rel_error(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -30,6 +30,7 @@ import ultralytics
 from torch import nn
 from ultralytics import RTDETR, YOLO
 from ultralytics.engine.model import Model
+from ultralytics.nn import tasks
 from ultralytics.nn.tasks import BaseModel, guess_model_task, load_checkpoint
 from ultralytics.utils import LOGGER, YAML
 from ultralytics.utils.patches import torch_load
@@ -59,7 +60,8 @@ class Loaded:
 
     `model` is the Ultralytics model (`YOLO(...).model`, e.g. a DetectionModel), `task` its task
     ("detect", "segment", "pose", "obb", "classify", ...; "unknown" for a non-Ultralytics module),
-    and `ckpt` the raw checkpoint dict when loaded from a `.pt` file, else None.
+    and `ckpt` the raw checkpoint dict when loaded from a `.pt` file (from a safe folder: its
+    "train_args" and "yoloprune" entries), else None.
     """
 
     model: nn.Module
@@ -69,7 +71,8 @@ class Loaded:
 
 
 def load_model(source: str | os.PathLike[str] | Model | nn.Module) -> Loaded:
-    """Load a model from a `.pt` checkpoint, a model YAML, a `YOLO` object or an `nn.Module`.
+    """Load a model from a `.pt` checkpoint, a safe folder (`save_safe`, no pickle), a model YAML, a
+    `YOLO` object or an `nn.Module`.
 
     A YAML may be a file or any name Ultralytics ships (`yolov8s.yaml`, `yolo11n-seg.yaml`);
     it builds an untrained model. Nothing is ever downloaded. Objects are used as they are,
@@ -93,14 +96,19 @@ def load_model(source: str | os.PathLike[str] | Model | nn.Module) -> Loaded:
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         suffix = Path(text).suffix.lower()
+        if Path(text).is_dir() and suffix != ".pt":  # a pickle-free safe folder (yoloprune.yolo.safe)
+            from yoloprune.yolo.safe import read_safe
+
+            saved = read_safe(text)
+            return _loaded(saved.model, text, {"train_args": saved.train_args, "yoloprune": saved.meta})
         if suffix == ".pt":
             return _load_checkpoint_file(Path(text))
         if suffix in (".yaml", ".yml"):
             return _build_from_yaml(text)
         what = f"{suffix} files" if suffix else "names without a .pt or .yaml suffix"
         raise YoloPruneError(
-            f"Cannot load {text!r}: yoloprune reads Ultralytics .pt checkpoints and model YAMLs, not "
-            f"{what}. Pass e.g. runs/detect/train/weights/best.pt or yolov8s.yaml."
+            f"Cannot load {text!r}: yoloprune reads Ultralytics .pt checkpoints, safe folders and model "
+            f"YAMLs, not {what}. Pass e.g. runs/detect/train/weights/best.pt or yolov8s.yaml."
         )
     raise YoloPruneError(
         f"Cannot load a model from a {type(source).__name__}; pass a .pt path, a model YAML, "
@@ -227,10 +235,17 @@ def _why_unloadable(path: Path, error: Exception) -> str:
         )
     if isinstance(error, OSError):
         return f"Could not read checkpoint {path}: {error}."
-    try:
-        obj = torch_load(path, map_location="cpu")
+    try:  # under ULTRALYTICS_SAFE_LOAD, Ultralytics refused to unpickle code: so must this re-read
+        obj = torch_load(path, map_location="cpu", weights_only=bool(tasks.SAFE_LOAD))
     except Exception as e:
         detail = str(e).splitlines()[0] if str(e) else ""
+        refused = re.search(r"unsupported GLOBAL (\S+)", str(e))
+        if tasks.SAFE_LOAD and refused:
+            return (
+                f"Checkpoint {path} pickles {refused.group(1)}, which restricted loading "
+                "(ULTRALYTICS_SAFE_LOAD) refuses: unpickling it could run code. Unset ULTRALYTICS_SAFE_LOAD "
+                "only if you trust the file's source, or use a pickle-free safe folder instead."
+            )
         return (
             f"Checkpoint {path} is not a readable PyTorch checkpoint: the file is empty, truncated, "
             f"corrupted or not a torch file ({type(e).__name__}: {detail}). Copy or export it again."
