@@ -11,6 +11,15 @@
                           [--no-onnx-check] [--data DATA.yaml [--calib-images N] [--calib-imgsz N]]
     yoloprune verify ORIGINAL PRUNED --plan PLAN [--no-onnx-check]
     yoloprune data digits --out DIR [--images N] [--imgsz N] [--seed N]
+    yoloprune finetune PRUNED.pt data=DATA.yaml epochs=N [KEY=VALUE ...] [--teacher ORIGINAL.pt]
+                       [--distill-weight W]
+    yoloprune run (RECIPE.yaml | --schedule oneshot|iterative|layerwise --model BASELINE.pt --data DATA.yaml
+                  ... [KEY=VALUE ...]) --out DIR [--resume] [--verbose]
+    yoloprune bench MODEL [MODEL ...] [--data DATA.yaml] [--imgsz N] [--runs N] [--warmup N] [--batch N]
+                    [--simplify] [--out FILE.md] [--json FILE] [--plot FILE.png]
+    yoloprune sensitivity MODEL --data DATA.yaml [--blocks ...] [--layers ...] [--exclude ...]
+                          [--ratios R ...] [--metric loss|map] [--importance NAME] [--images N] [--imgsz N]
+                          [--csv FILE] [--plot FILE.png] [--target-flops F [--round-to N] [--plan PLAN]]
 
 Exit codes: 0 success, 1 a verification failed (`verify`), 2 a problem with the inputs (the
 message on stderr says what to do). `prune` writes nothing unless every check passes.
@@ -266,6 +275,106 @@ def _data_digits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from yoloprune.yolo.finetune import finetune, parse_train_args
+
+    kwargs = parse_train_args(args.train)
+    if "data" not in kwargs or "epochs" not in kwargs:
+        raise YoloPruneError(
+            "finetune needs data=DATA.yaml and epochs=N, e.g. `yoloprune finetune pruned.pt "
+            "data=digits/data.yaml epochs=10`."
+        )
+    data, epochs = kwargs.pop("data"), kwargs.pop("epochs")
+    ft = finetune(
+        args.checkpoint, data, epochs, teacher=args.teacher, distill_weight=args.distill_weight, **kwargs
+    )
+    m = ft.metrics
+    print(
+        f"Fine-tuned {args.checkpoint} for {epochs} epochs, widths and {ft.params:,} params kept: mAP50-95 "
+        f"{m.map50_95:.3f}, mAP50 {m.map50:.3f}, precision {m.precision:.3f}, recall {m.recall:.3f}"
+    )
+    print(f"wrote {ft.best} (plain Ultralytics checkpoint)")
+    return 0
+
+
+_RECIPE_FLAGS = (
+    "schedule", "model", "data", "ratio", "target_flops", "target_params", "steps", "layers", "epochs",
+    "final_epochs", "max_drop", "blocks", "exclude", "importance", "allocation", "aggregation", "round_to",
+    "max_ratio", "min_channels", "calib_images", "teacher", "distill_weight", "seed",
+)  # fmt: skip
+
+
+def _run(args: argparse.Namespace) -> int:
+    from yoloprune.yolo.history import render_history
+    from yoloprune.yolo.recipe import recipe_from_cli
+    from yoloprune.yolo.schedule import run
+
+    recipe = recipe_from_cli(args.items, {k: getattr(args, k) for k in _RECIPE_FLAGS})
+    result = run(
+        recipe, args.out, resume=args.resume, log=lambda line: print(line, flush=True), verbose=args.verbose
+    )
+    print(render_history(result.history))
+    print(f"result {result.final}; history {Path(args.out) / 'history'}.json, .csv, .png")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from yoloprune.yolo.evaluate import bench
+
+    b = bench(
+        args.models,
+        imgsz=args.imgsz,
+        data=args.data,
+        runs=args.runs,
+        warmup=args.warmup,
+        batch=args.batch,
+        simplify=args.simplify,
+    )
+    _emit(b.to_markdown(), args.out)
+    if args.json:
+        _emit(b.to_json(), args.json)
+    if args.plot:
+        b.plot(args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _sensitivity(args: argparse.Namespace) -> int:
+    from yoloprune.yolo import api, sensitivity
+
+    if args.plan and args.target_flops is None:
+        raise YoloPruneError("--plan writes the plan for --target-flops F; pass --target-flops as well.")
+    a = api.analyze(args.model, exclude=args.exclude)
+    s = sensitivity.sensitivity(
+        args.model,
+        args.data,
+        blocks=args.blocks,
+        layers=args.layers,
+        exclude=args.exclude,
+        ratios=args.ratios,
+        metric=args.metric,
+        importance=args.importance,
+        images=args.images,
+        imgsz=args.imgsz,
+        batch=args.batch,
+        analysis=a,
+    )
+    print(s.to_text())
+    if args.csv:
+        _emit(s.to_csv(), args.csv)
+    if args.plot:
+        s.plot(args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    if args.target_flops is None:
+        return 0
+    plan = sensitivity.plan_for_target(s, a, args.target_flops, args.round_to, args.min_channels)
+    print(sensitivity.render_plan(s, plan, a))
+    if args.plan:
+        _emit(sensitivity.plan_json(s, plan, args.round_to, args.min_channels), args.plan)
+        print(f"replay it with: yoloprune prune {args.model} --plan-in {args.plan} --out pruned.pt")
+    return 0
+
+
 def _ratio(text: str) -> float | str:
     """`--ratio`: a fraction, or "auto" (the criterion chooses each group's width)."""
     if text == "auto":
@@ -337,7 +446,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--min-channels", type=int, default=1, metavar="N", help="fewest any group keeps (1)")
     s.add_argument("--round-to", type=int, default=1, metavar="N", help="keep a multiple of N channels")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", metavar="PRUNED.pt", help="where to write the pruned checkpoint")
+    s.add_argument("--out", metavar="PRUNED.pt", help="the pruned checkpoint to write (safe: a folder)")
     s.add_argument("--dry-run", action="store_true", help="print the plan per block and write nothing")
     s.add_argument(
         "--save-format",
@@ -375,6 +484,98 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--imgsz", type=int, default=160, metavar="N", help="image side in pixels (160)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(run=_data_digits)
+
+    s = sub.add_parser("finetune", help="fine-tune a pruned checkpoint with the Ultralytics trainer")
+    s.add_argument("checkpoint", help="the pruned .pt checkpoint")
+    s.add_argument("train", nargs="*", metavar="KEY=VALUE", help="data=DATA.yaml epochs=N and any train key")
+    s.add_argument("--teacher", metavar="ORIGINAL.pt", help="distill the head outputs of this unpruned model")
+    s.add_argument("--distill-weight", type=float, default=1.0, metavar="W", help="distillation weight (1.0)")
+    s.set_defaults(run=_finetune)
+
+    s = sub.add_parser(
+        "run", help="prune and fine-tune on a schedule (oneshot|iterative|layerwise), resumable"
+    )
+    s.add_argument("items", nargs="*", metavar="RECIPE.yaml|KEY=VALUE", help="a recipe, or train keys")
+    s.add_argument("--out", required=True, metavar="DIR", help="the run folder (new, or the one to resume)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out after its last step")
+    s.add_argument("--verbose", action="store_true", help="also show Ultralytics' training output")
+    s.add_argument("--schedule", choices=("oneshot", "iterative", "layerwise"))
+    s.add_argument("--model", metavar="BASELINE.pt", help="the trained, unpruned model")
+    s.add_argument("--data", metavar="DATA.yaml", help="dataset YAML for fine-tuning and validation")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--ratio", type=_ratio, metavar="R|auto", help="fraction of channels to remove")
+    how.add_argument("--target-flops", type=float, metavar="F", help="keep this fraction of the FLOPs")
+    how.add_argument("--target-params", type=float, metavar="F", help="keep this fraction of the params")
+    s.add_argument("--steps", type=int, metavar="N", help="iterative: steps to reach the target")
+    s.add_argument("--layers", nargs="+", metavar="I|PATH[:R]", help="layerwise: blocks or layers, in order")
+    s.add_argument("--epochs", type=int, metavar="E", help="fine-tune epochs after each pruning step")
+    s.add_argument("--final-epochs", type=int, metavar="F", help="fine-tune epochs at the end")
+    s.add_argument("--max-drop", type=float, metavar="D", help="iterative: stop when mAP50-95 falls more")
+    s.add_argument("--blocks", nargs="+", type=int, metavar="I", help="oneshot/iterative: prune only these")
+    s.add_argument("--exclude", nargs="+", metavar="PATH", help="layers never to prune")
+    s.add_argument("--importance", choices=sorted(CRITERIA), help="channel ranking (l1)")
+    s.add_argument("--global", dest="allocation", action="store_const", const="global", help="global ranking")
+    s.add_argument("--aggregation", choices=[a.value for a in Aggregation])
+    s.add_argument("--round-to", type=int, metavar="N")
+    s.add_argument("--max-ratio", type=float, metavar="R")
+    s.add_argument("--min-channels", type=int, metavar="N")
+    s.add_argument("--calib-images", type=int, metavar="N")
+    s.add_argument("--teacher", metavar="ORIGINAL.pt", help="distill the head outputs of this model")
+    s.add_argument("--distill-weight", type=float, metavar="W")
+    s.add_argument("--seed", type=int)
+    s.set_defaults(run=_run)
+
+    s = sub.add_parser("bench", help="params, FLOPs, size, latency and mAP of models side by side")
+    s.add_argument(
+        "models", nargs="+", metavar="MODEL", help="models to compare; ratios are against the first"
+    )
+    s.add_argument(
+        "--data", metavar="DATA.yaml", help="also validate on this dataset's val split (mAP, P, R)"
+    )
+    s.add_argument(
+        "--imgsz", type=int, default=640, metavar="N", help="image size for FLOPs, export, val (640)"
+    )
+    s.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs per model, median kept (50)")
+    s.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed runs first (10)")
+    s.add_argument("--batch", type=int, default=16, metavar="N", help="validation batch size (16)")
+    s.add_argument("--simplify", action="store_true", help="run onnxslim over each ONNX export")
+    s.add_argument("--out", metavar="FILE.md", help="write the Markdown table here instead of printing it")
+    s.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+    s.add_argument("--plot", metavar="FILE.png", help="also plot latency and mAP against FLOPs")
+    s.set_defaults(run=_bench)
+
+    s = sub.add_parser("sensitivity", help="prune each group alone at several ratios and measure the damage")
+    s.add_argument("model", help=model_help)
+    s.add_argument("--data", required=True, metavar="DATA.yaml", help="dataset YAML; its val split is scored")
+    selection(s)
+    s.add_argument(
+        "--ratios", nargs="+", type=float, default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], metavar="R"
+    )
+    s.add_argument(
+        "--metric",
+        choices=("loss", "map"),
+        default="loss",
+        help="loss: validation loss on --images images (fast); map: mAP50-95 on the whole val split (slow)",
+    )
+    s.add_argument("--importance", choices=sorted(CRITERIA), default="l1", help="which channels go first")
+    s.add_argument("--images", type=int, default=32, metavar="N", help="val images for --metric loss (32)")
+    s.add_argument(
+        "--imgsz", type=int, metavar="N", help="image size for the metric (the model's training size)"
+    )
+    s.add_argument("--batch", type=int, default=8, metavar="N", help="batch size (8)")
+    s.add_argument("--csv", metavar="FILE", help="write every measured point as CSV")
+    s.add_argument("--plot", metavar="FILE.png", help="plot the curves, one panel per block")
+    s.add_argument(
+        "--target-flops", type=float, metavar="F", help="choose per-group ratios keeping F of the FLOPs"
+    )
+    s.add_argument(
+        "--round-to", type=int, default=1, metavar="N", help="with --target-flops: keep multiples of N"
+    )
+    s.add_argument(
+        "--min-channels", type=int, default=1, metavar="N", help="with --target-flops: fewest kept (1)"
+    )
+    s.add_argument("--plan", metavar="PLAN", help="write the --target-flops plan here (for prune --plan-in)")
+    s.set_defaults(run=_sensitivity)
     return p
 
 

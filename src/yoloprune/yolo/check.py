@@ -4,6 +4,7 @@ Scope: `train_step_check` runs one train-mode forward, loss and backward on a ti
 batch in the format Ultralytics' loss for the model's task expects; `onnx_check` exports the model
 with Ultralytics' own exporter, exactly as `YOLO("pruned.pt").export(format="onnx")` would, and
 compares ONNX Runtime's first output with torch's. Both work on copies and leave the model as it is.
+`export_onnx`, that export on its own, also makes the files `yoloprune bench` times.
 """
 
 from __future__ import annotations
@@ -99,18 +100,7 @@ def onnx_check(model: nn.Module, imgsz: int = 64, workdir: Path | None = None) -
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="yoloprune-onnx-")))
         checkpoint = save_checkpoint(model, Path(workdir) / "model.pt").resolve()
-        try:
-            with _quiet():
-                loaded = YOLO(str(checkpoint))
-                onnx_file = loaded.export(
-                    format="onnx", imgsz=imgsz, device="cpu", simplify=False, verbose=False
-                )
-        except Exception as e:
-            raise YoloPruneError(
-                f"Ultralytics' ONNX export of {checkpoint} failed ({_first_line(e)}). The export path "
-                "differs from eval mode: it fuses Conv+BN and runs C2f-style blocks through forward_split, "
-                "which splits by `self.c`; a pruned block whose `c` is stale fails there."
-            ) from e
+        onnx_file, loaded = export_onnx(checkpoint, imgsz)
         try:
             session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
             image = session.get_inputs()[0]
@@ -133,6 +123,31 @@ def onnx_check(model: nn.Module, imgsz: int = 64, workdir: Path | None = None) -
             "the export does not compute what the model computes."
         )
     return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-12))
+
+
+def export_onnx(checkpoint: Path, imgsz: int, simplify: bool = False) -> tuple[Path, YOLO]:
+    """Export a saved checkpoint with Ultralytics' ONNX exporter, as `YOLO(checkpoint).export(format="onnx")`
+    does, on the CPU; return the file (beside the checkpoint) and the loaded model. `simplify` runs
+    onnxslim over the graph (it must be installed).
+
+    Example:
+        >>> onnx_file, _ = export_onnx(Path("pruned.pt"), 640)  # doctest: +SKIP
+        >>> onnx_file.name  # doctest: +SKIP
+        'pruned.onnx'
+    """
+    try:
+        with _quiet():
+            loaded = YOLO(str(checkpoint))
+            onnx_file = loaded.export(
+                format="onnx", imgsz=imgsz, device="cpu", simplify=simplify, verbose=False
+            )
+    except Exception as e:
+        raise YoloPruneError(
+            f"Ultralytics' ONNX export of {checkpoint} failed ({_first_line(e)}). The export path "
+            "differs from eval mode: it fuses Conv+BN and runs C2f-style blocks through forward_split, "
+            "which splits by `self.c`; a pruned block whose `c` is stale fails there."
+        ) from e
+    return Path(onnx_file), loaded
 
 
 def _task(model: nn.Module, check: str) -> str:

@@ -1,0 +1,406 @@
+"""Run a pruning schedule (oneshot, iterative, layerwise) with fine-tuning between steps, resumably.
+
+A run folder holds:
+    recipe.yaml        the recipe, every field explicit (`yoloprune run recipe.yaml` repeats the run)
+    state.json         the completed steps, rewritten atomically after each; `--resume` reads it
+    steps/stepK.pt     step K's model after its fine-tune (.pruned.pt before it, .plan.json its plan)
+    train/stepK/       Ultralytics' training folder of step K (results.csv, weights/)
+    history.json .csv .png, final.pt (the result, written when the run finishes)
+
+Step 0 measures the baseline; every pruning step prunes the result of the previous accepted step;
+an optional last step only fine-tunes. A step counts once its checkpoint and then the state file
+are written, so a run killed at any moment resumes at the first step not recorded, and that step
+starts over from its input checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from yoloprune._atomic import atomic_write
+from yoloprune.bench.stats import count_flops, count_params
+from yoloprune.errors import YoloPruneError
+from yoloprune.importance import NEEDS
+from yoloprune.yolo import adapter, api
+from yoloprune.yolo.check import num_classes
+from yoloprune.yolo.finetune import (
+    TASKS,
+    check_data,
+    check_teacher,
+    conv_widths,
+    evaluate,
+    finetune,
+    training_args,
+)
+from yoloprune.yolo.history import write_history
+from yoloprune.yolo.inventory import short_type
+from yoloprune.yolo.io import load_model, save_checkpoint
+from yoloprune.yolo.recipe import Recipe, Schedule, load_recipe
+
+STATE_VERSION = 1
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a run. A pruning step removes `ratio` of each selected group (local allocation;
+    of all selected channels for global), or prunes until `keep` of the original's FLOPs or params
+    remain; `blocks` / `layers` select what it may prune (None: every block)."""
+
+    index: int
+    kind: str  # "baseline", "prune" or "finetune"
+    what: str
+    epochs: int
+    ratio: float | str | None = None
+    keep: float | None = None
+    blocks: tuple[int, ...] | None = None
+    layers: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished (or stopped) run: its folder, result checkpoint and history rows."""
+
+    folder: Path
+    final: Path
+    history: list[dict[str, Any]]
+    stopped: str | None  # why an iterative run stopped early, if it did
+
+
+def plan(recipe: Recipe) -> list[Step]:
+    """The steps of `recipe`, baseline first.
+
+    Example:
+        >>> [s.what for s in plan(load_recipe("recipe.yaml"))]  # doctest: +SKIP
+        ['baseline', 'prune block 1, ratio 0.5', 'prune block 3, ratio 0.5', 'final fine-tune']
+    """
+    r = recipe
+    steps = [Step(0, "baseline", "baseline", 0)]
+    if r.schedule is Schedule.LAYERWISE:
+        for s in r.layers:
+            scope = {"blocks": (s.block,)} if s.block is not None else {"layers": (s.layer,)}
+            steps.append(
+                Step(len(steps), "prune", f"prune {s.label()}, ratio {s.ratio}", r.epochs, s.ratio, **scope)
+            )
+    else:
+        where = "every block" if r.blocks is None else "blocks " + ", ".join(map(str, r.blocks))
+        metric = "FLOPs" if r.target_flops is not None else "params"
+        target = r.target_flops if r.target_flops is not None else r.target_params
+        for k in range(1, r.steps + 1):
+            if r.ratio is not None:  # remove k/N of the ratio, as a fraction of what the last step left
+                ratio = 1 - (1 - r.ratio * k / r.steps) / (1 - r.ratio * (k - 1) / r.steps)
+                what = f"prune {where}, ratio {r.ratio}"
+                if r.steps > 1:
+                    what = f"prune {where}: {r.ratio * k / r.steps:.0%} of the channels removed in all"
+                steps.append(Step(k, "prune", what, r.epochs, ratio, blocks=r.blocks))
+            else:
+                keep = 1 - (1 - target) * k / r.steps
+                what = f"prune {where} to {keep:.0%} of the original {metric}"
+                steps.append(Step(k, "prune", what, r.epochs, keep=keep, blocks=r.blocks))
+    if r.final_epochs:
+        steps.append(Step(len(steps), "finetune", "final fine-tune", r.final_epochs))
+    return steps
+
+
+def run(
+    recipe: Recipe | None,
+    folder: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    log: Log = print,
+    verbose: bool = False,
+) -> RunResult:
+    """Run `recipe` into the new folder `folder`, or continue the run there (`resume=True`).
+
+    Everything that can be checked is checked before any training: the model, the dataset (both
+    splits labelled, the class count), the training arguments, the teacher, and every pruning step
+    (dry run on the baseline's weights, which catches an unreachable target). Progress goes to `log`;
+    `verbose` also shows Ultralytics' own training output.
+
+    Example:
+        >>> result = run(load_recipe("recipe.yaml"), "runs/prune1")  # doctest: +SKIP
+        >>> result.final, result.history[-1]["map50_95"]  # doctest: +SKIP
+        (PosixPath('runs/prune1/final.pt'), 0.41)
+    """
+    folder = Path(folder)
+    recipe, state = _resume(recipe, folder) if resume else _start(recipe, folder, log)
+    steps = plan(recipe)
+    n = len(steps) - 1
+    if state["finished"]:
+        log(f"{folder} is already finished ({n} steps); nothing to do.")
+    else:
+        done = {row["step"] for row in state["steps"]}
+        if done:
+            log(f"Resuming {folder} after step {max(done)} of {n}.")
+        for step in steps:
+            if step.index in done or (state["stopped"] and step.kind == "prune"):
+                continue
+            then = "; fine-tune " if step.kind == "prune" else ", "
+            log(f"[step {step.index}/{n}] {step.what}" + (then + _epochs(step.epochs) if step.epochs else ""))
+            row = _do_step(step, recipe, folder, state, log, verbose)
+            state["steps"].append(row)
+            if row["accepted"]:
+                state["result"] = row["checkpoint"]
+            else:
+                state["stopped"] = (
+                    f"step {step.index} lost {state['steps'][0]['map50_95'] - row['map50_95']:.3f} mAP50-95, "
+                    f"more than max_drop {recipe.max_drop}; the result is {state['result']}"
+                )
+                log(f"    stopped: {state['stopped']}")
+            _save_state(folder, state)
+            write_history(folder, state["steps"], recipe.as_dict())
+        final = folder / "final.pt"
+        atomic_write(final, lambda tmp: shutil.copyfile(folder / state["result"], tmp))
+        state["finished"] = True
+        _save_state(folder, state)
+    return RunResult(folder, folder / "final.pt", state["steps"], state["stopped"])
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' * (n != 1)}"
+
+
+def _start(recipe: Recipe | None, folder: Path, log: Log) -> tuple[Recipe, dict[str, Any]]:
+    if recipe is None:
+        raise YoloPruneError(
+            "Give a recipe (or the schedule flags) to start a run, or --resume to continue one."
+        )
+    if (folder / "state.json").exists():
+        raise YoloPruneError(
+            f"{folder} already holds a run; pass --resume to continue it, or choose another --out folder."
+        )
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise YoloPruneError(
+            f"--out {folder} exists and is not an empty folder; choose a new folder for the run."
+        )
+    imgsz = check_recipe(recipe, log)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "steps").mkdir()
+    recipe.save(folder / "recipe.yaml")
+    state = {
+        "version": STATE_VERSION,
+        "recipe_sha256": recipe.sha256(),
+        "imgsz": imgsz,
+        "steps": [],
+        "result": None,
+        "stopped": None,
+        "finished": False,
+    }
+    _save_state(folder, state)
+    return recipe, state
+
+
+def _resume(recipe: Recipe | None, folder: Path) -> tuple[Recipe, dict[str, Any]]:
+    path = folder / "state.json"
+    if not path.exists():
+        raise YoloPruneError(
+            f"Nothing to resume: {folder} has no state.json. Start the run without --resume."
+        )
+    saved = load_recipe(folder / "recipe.yaml")
+    if recipe is not None and recipe.sha256() != saved.sha256():
+        raise YoloPruneError(
+            f"The recipe differs from the one {folder} was started with ({folder / 'recipe.yaml'}); resume "
+            "without a recipe or schedule flags, or start a new run in another folder."
+        )
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise YoloPruneError(f"Cannot read {path}: {e}. The run cannot be resumed; start it again.") from e
+    if state.get("version") != STATE_VERSION or state.get("recipe_sha256") != saved.sha256():
+        raise YoloPruneError(
+            f"{path} does not belong to {folder / 'recipe.yaml'} (was the recipe edited?); restore it or "
+            "start a new run in another folder."
+        )
+    return saved, state
+
+
+def _save_state(folder: Path, state: dict[str, Any]) -> None:
+    text = json.dumps(state, indent=1)
+    atomic_write(folder / "state.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def check_recipe(recipe: Recipe, log: Log = print) -> int:
+    """Check everything about `recipe` that can go wrong before training; return the image size.
+
+    Example:
+        >>> check_recipe(load_recipe("recipe.yaml"))  # doctest: +SKIP
+        96
+    """
+    loaded = load_model(recipe.model)
+    if loaded.task not in TASKS:
+        raise YoloPruneError(
+            f"runs support {', '.join(TASKS)} models; {recipe.model} is a {loaded.task} model."
+        )
+    check_data(recipe.data, loaded.task, num_classes(loaded.model))
+    training_args(Path(recipe.model), recipe.data, 1, loaded.task, recipe.train)
+    if recipe.teacher is not None:
+        check_teacher(recipe.teacher, loaded.model, loaded.task)
+    size = recipe.train.get("imgsz") or ((loaded.ckpt or {}).get("train_args") or {}).get("imgsz") or 640
+    imgsz = int(size[0] if isinstance(size, (list, tuple)) else size)
+    with tempfile.TemporaryDirectory(prefix="yoloprune-dry-run-") as tmp:
+        source = save_checkpoint(loaded.model, Path(tmp) / "step0.pt", source_ckpt=loaded.ckpt)
+        first = last = _costs(loaded.model, imgsz)
+        for step in plan(recipe):
+            if step.kind == "prune":
+                result = _prune(step, source, recipe, first, last)
+                if result is not None:
+                    source = result.save(Path(tmp) / f"step{step.index}.pt")
+                    last = _costs(result.model, imgsz)
+    log(
+        f"Checked before training: the model, the dataset, the training arguments and every pruning step "
+        f"(dry run: params {first[0]:,} -> {last[0]:,}, FLOPs {first[1] / 1e9:.3g} G -> "
+        f"{last[1] / 1e9:.3g} G at {imgsz}x{imgsz})."
+    )
+    return imgsz
+
+
+def _costs(model: nn.Module, imgsz: int) -> tuple[int, int]:
+    """(params, FLOPs at imgsz x imgsz)."""
+    return count_params(model), count_flops(model, (torch.zeros(1, 3, imgsz, imgsz),))
+
+
+def _prune(
+    step: Step, source: Path, recipe: Recipe, first: tuple[int, int], now: tuple[int, int]
+) -> api.PruneResult | None:
+    """Prune `source` as `step` says; None when a target step finds the target already met."""
+    amount: dict[str, Any] = {"ratio": step.ratio}
+    if step.keep is not None:  # the target is a fraction of the original; prune takes one of the current
+        metric = 1 if recipe.target_flops is not None else 0
+        fraction = step.keep * first[metric] / now[metric]
+        if fraction >= 0.999:
+            return None
+        amount = {"ratio": None, f"target_{'flops' if metric else 'params'}": fraction}
+    needs_data = bool(NEEDS.get(recipe.importance))
+    try:
+        return api.prune(
+            str(source),
+            **amount,
+            blocks=step.blocks,
+            layers=step.layers,
+            exclude=recipe.exclude,
+            importance=recipe.importance,
+            round_to=recipe.round_to,
+            seed=recipe.seed,
+            allocation=recipe.allocation,
+            max_ratio=recipe.max_ratio,
+            min_channels=recipe.min_channels,
+            aggregation=recipe.aggregation,
+            data=recipe.data if needs_data else None,
+            calib_images=recipe.calib_images,
+        )
+    except YoloPruneError as e:
+        raise YoloPruneError(f"step {step.index} ({step.what}): {e}") from e
+
+
+def _do_step(
+    step: Step, recipe: Recipe, folder: Path, state: dict[str, Any], log: Log, verbose: bool
+) -> dict:
+    """Run one step; return its history row once its checkpoint is written."""
+    start = time.monotonic()
+    k, imgsz = step.index, state["imgsz"]
+    steps = folder / "steps"
+    checkpoint = steps / f"step{k}.pt"
+    before = None
+    if step.kind == "baseline":
+        loaded = load_model(recipe.model)
+        log(f"    source  {recipe.model}")
+        save_checkpoint(loaded.model, checkpoint, meta={"step": 0}, source_ckpt=loaded.ckpt)
+        trained = checkpoint
+    else:
+        source = folder / state["result"]
+        before = load_model(source).model
+        trained = source
+        if step.kind == "prune":
+            rows = state["steps"]
+            result = _prune(
+                step, source, recipe, (rows[0]["params"], rows[0]["flops"]), _costs(before, imgsz)
+            )
+            if result is None:
+                log("    target already met; nothing pruned")
+            else:
+                trained = result.save(steps / f"step{k}.pruned.pt")
+                text = result.plan_json()
+                atomic_write(steps / f"step{k}.plan.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        if step.epochs:
+            shutil.rmtree(folder / "train" / f"step{k}", ignore_errors=True)  # a killed attempt's leftovers
+            tuned = finetune(
+                trained,
+                recipe.data,
+                step.epochs,
+                teacher=recipe.teacher,
+                distill_weight=recipe.distill_weight,
+                verbose=verbose,
+                **{"seed": recipe.seed, **recipe.train},
+                project=str(folder.resolve() / "train"),
+                name=f"step{k}",
+                exist_ok=True,
+            )
+            trained = tuned.best
+        atomic_write(checkpoint, lambda tmp: shutil.copyfile(trained, tmp))
+    model = load_model(checkpoint).model
+    batch = recipe.train.get("batch")
+    metrics = evaluate(
+        checkpoint,
+        recipe.data,
+        imgsz=imgsz,
+        batch=batch if isinstance(batch, int) and batch > 0 else 16,
+        device=recipe.train.get("device"),
+    )
+    params, flops = _costs(model, imgsz)
+    if before is not None and step.kind == "prune":
+        log(
+            textwrap.fill(
+                _changed_widths(before, model), 110, initial_indent="    widths  ", subsequent_indent=" " * 12
+            )
+        )
+    baseline = state["steps"][0]["map50_95"] if state["steps"] else metrics.map50_95
+    accepted = not (
+        step.kind == "prune" and recipe.max_drop is not None and baseline - metrics.map50_95 > recipe.max_drop
+    )
+    seconds = round(time.monotonic() - start, 1)
+    log(
+        f"    mAP50-95 {metrics.map50_95:.3f}  mAP50 {metrics.map50:.3f}  P {metrics.precision:.3f}  "
+        f"R {metrics.recall:.3f}  params {params:,}  FLOPs {flops / 1e9:.3g} G  ({seconds:g} s)"
+    )
+    return {
+        "step": k,
+        "kind": step.kind,
+        "what": step.what,
+        "epochs": step.epochs,
+        "params": params,
+        "flops": flops,
+        "imgsz": imgsz,
+        "map50_95": metrics.map50_95,
+        "map50": metrics.map50,
+        "precision": metrics.precision,
+        "recall": metrics.recall,
+        "accepted": accepted,
+        "checkpoint": str(checkpoint.relative_to(folder)),
+        "seconds": seconds,
+        "widths": conv_widths(model),
+    }
+
+
+def _changed_widths(before: nn.Module, after: nn.Module) -> str:
+    """The blocks whose conv channels (summed over the block) changed: "block 2 (C2f) 80->40, ..."."""
+    old, new = conv_widths(before), conv_widths(after)
+    parts = []
+    for i, block in enumerate(adapter.blocks(after)):
+        prefix = f"{adapter.block_path(i)}."
+        a = sum(w for p, w in old.items() if p.startswith(prefix))
+        b = sum(w for p, w in new.items() if p.startswith(prefix))
+        if a != b:
+            parts.append(f"block {i} ({short_type(block)}) {a}->{b}")
+    return ", ".join(parts) or "unchanged"

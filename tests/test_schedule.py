@@ -1,0 +1,286 @@
+"""Schedules end to end on a tiny trained baseline: recipes, every schedule, history files, resuming
+after kill -9, and refusals before any training."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from tiny_training import TRAIN, train_baseline
+
+from yoloprune.bench.stats import count_params
+from yoloprune.cli import main
+from yoloprune.errors import YoloPruneError
+from yoloprune.yolo import schedule
+from yoloprune.yolo.finetune import Metrics, conv_widths
+from yoloprune.yolo.io import load_model, save_checkpoint
+from yoloprune.yolo.recipe import Schedule, load_recipe, recipe_from_cli, recipe_from_dict
+from yoloprune.yolo.schedule import plan
+
+BASE = {"version": 1, "model": "best.pt", "data": "data.yaml"}
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> tuple[Path, Path]:
+    return train_baseline(tmp_path_factory.mktemp("schedule"))
+
+
+def _recipe(folder: Path, baseline: tuple[Path, Path], **fields) -> Path:
+    model, data = baseline
+    doc = {**BASE, "model": str(model), "data": str(data), "train": TRAIN, **fields}
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+LAYERWISE = {"schedule": "layerwise", "ratio": 0.5, "layers": [1, 3], "epochs": 1, "final_epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def layerwise(baseline, tmp_path_factory) -> dict:
+    """One uninterrupted layerwise run through the CLI: blocks 1 and 3 at 50%, an epoch after each
+    step and one at the end."""
+    d = tmp_path_factory.mktemp("layerwise")
+    recipe = _recipe(d, baseline, **LAYERWISE)
+    out = d / "run"
+    argv = ["run", str(recipe), "--out", str(out)]
+    return {"recipe": recipe, "out": out, "argv": argv, "start": time.monotonic()}
+
+
+def test_layerwise_run_end_to_end(layerwise, capsys) -> None:
+    assert main(layerwise["argv"]) == 0
+    out = capsys.readouterr().out
+    run = layerwise["out"]
+    assert "Checked before training" in out
+    for k, what in enumerate(["baseline", "prune block 1, ratio 0.5", "prune block 3, ratio 0.5"]):
+        assert f"[step {k}/3] {what}" in out
+    assert "[step 3/3] final fine-tune, 1 epoch" in out
+    assert "widths  block 1 (Conv) 32->16" in out and "widths  block 3 (Conv) 64->32" in out
+    rows = json.loads((run / "history.json").read_text())["steps"]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert all(0 <= r[k] <= 1 for r in rows for k in ("map50_95", "map50", "precision", "recall"))
+    params = [r["params"] for r in rows]
+    assert params[0] > params[1] > params[2] == params[3]
+    assert rows[1]["flops"] < rows[0]["flops"]
+    with (run / "history.csv").open() as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
+    assert (run / "history.png").read_bytes()[:4] == b"\x89PNG"
+    final = load_model(run / "final.pt").model
+    assert (count_params(final), conv_widths(final)) == (rows[3]["params"], rows[3]["widths"])
+    assert conv_widths(final)["model.1.conv"] == 16 and conv_widths(final)["model.3.conv"] == 32
+    assert (run / "train" / "step3" / "weights" / "best.pt").exists()
+    saved = load_recipe(run / "recipe.yaml")  # the recipe beside the results repeats the run
+    assert (
+        saved == load_recipe(layerwise["recipe"]) and json.loads((run / "state.json").read_text())["finished"]
+    )
+    for header in ("step", "what", "params", "GFLOPs", "mAP50-95", "mAP50"):
+        assert header in out
+
+
+@pytest.mark.slow
+def test_kill_9_in_the_middle_then_resume_gives_the_same_run(layerwise, tmp_path, capsys) -> None:
+    """Kill the CLI while step 2 trains, resume, and get the uninterrupted run's widths, every step
+    exactly once."""
+    if not (layerwise["out"] / "state.json").exists():
+        assert main(layerwise["argv"]) == 0
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "yoloprune.cli", "run", str(layerwise["recipe"]), "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    state = out / "state.json"
+    deadline = time.monotonic() + 300
+    while not (out / "train" / "step2").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before step 2 trained"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert [r["step"] for r in json.loads(state.read_text())["steps"]] == [0, 1]  # killed inside step 2
+    assert main(["run", "--resume", "--out", str(out)]) == 0
+    assert "Resuming" in capsys.readouterr().out
+    rows = json.loads((out / "history.json").read_text())["steps"]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    reference = json.loads((layerwise["out"] / "history.json").read_text())["steps"]
+    assert [r["widths"] for r in rows] == [r["widths"] for r in reference]
+    assert conv_widths(load_model(out / "final.pt").model) == reference[-1]["widths"]
+    assert main(["run", "--resume", "--out", str(out)]) == 0  # a finished run stays finished
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_iterative_run_stops_when_map_drops_more_than_max_drop(baseline, tmp_path, monkeypatch) -> None:
+    """Steps without fine-tuning, with the validator replaced by falling scores: step 2 falls 0.2 below
+    the baseline, so the run stops there, skips step 3 and keeps step 1's model."""
+    scores = iter([0.5, 0.45, 0.3, 0.2])
+    monkeypatch.setattr(schedule, "evaluate", lambda *a, **k: Metrics(next(scores), 0.9, 0.9, 0.9))
+    recipe = load_recipe(
+        _recipe(tmp_path, baseline, schedule="iterative", ratio=0.6, steps=3, max_drop=0.1, epochs=0)
+    )
+    lines: list[str] = []
+    result = schedule.run(recipe, tmp_path / "run", log=lines.append)
+    assert [(r["step"], r["accepted"]) for r in result.history] == [(0, True), (1, True), (2, False)]
+    assert "step 2 lost 0.200 mAP50-95, more than max_drop 0.1" in result.stopped
+    assert conv_widths(load_model(result.final).model) == result.history[1]["widths"]
+    assert not any(line.startswith("[step 3/3]") for line in lines)
+
+
+@pytest.mark.slow
+def test_oneshot_run_meets_a_flops_target_with_distillation(baseline, tmp_path, capsys) -> None:
+    recipe = _recipe(
+        tmp_path, baseline, schedule="oneshot", target_flops=0.6, epochs=1, teacher=str(baseline[0])
+    )
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 0
+    rows = json.loads((tmp_path / "run" / "history.json").read_text())["steps"]
+    assert [r["kind"] for r in rows] == ["baseline", "prune"]
+    assert rows[1]["flops"] / rows[0]["flops"] == pytest.approx(0.6, abs=0.02)
+    results = (tmp_path / "run" / "train" / "step1" / "results.csv").read_text()
+    assert "train/kd_loss" in results.splitlines()[0]
+
+
+@pytest.mark.slow
+def test_iterative_run_from_flags(baseline, tmp_path, capsys) -> None:
+    model, data = baseline
+    argv = ["run", "--schedule", "iterative", "--model", str(model), "--data", str(data), "--ratio", "0.5"]
+    argv += ["--steps", "2", "--epochs", "1", *(f"{k}={v}" for k, v in TRAIN.items())]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    rows = json.loads((tmp_path / "run" / "history.json").read_text())["steps"]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    widths = [r["widths"]["model.3.conv"] for r in rows]
+    assert widths == [64, 48, 32]  # 25% of the channels per step, 50% in all
+    assert load_recipe(tmp_path / "run" / "recipe.yaml").train == TRAIN
+
+
+def test_plan_splits_a_ratio_or_a_target_into_steps() -> None:
+    ratio = plan(recipe_from_dict({**BASE, "schedule": "iterative", "ratio": 0.5, "steps": 2, "epochs": 3}))
+    assert [(s.kind, s.epochs) for s in ratio] == [("baseline", 0), ("prune", 3), ("prune", 3)]
+    assert [s.ratio for s in ratio[1:]] == pytest.approx([0.25, 1 / 3])  # of what the last step left
+    target = plan(recipe_from_dict({**BASE, "schedule": "iterative", "target_flops": 0.5, "steps": 2}))
+    assert [s.keep for s in target] == [None, 0.75, 0.5]
+    layers = ["1", "model.2.cv1.conv:auto", {"block": 5, "ratio": 0.25}]
+    lw = plan(
+        recipe_from_dict({**BASE, "schedule": "layerwise", "ratio": 0.5, "layers": layers, "final_epochs": 9})
+    )
+    assert [(s.blocks, s.layers, s.ratio) for s in lw[1:4]] == [
+        ((1,), None, 0.5),
+        (None, ("model.2.cv1.conv",), "auto"),
+        ((5,), None, 0.25),
+    ]
+    assert (lw[-1].kind, lw[-1].epochs) == ("finetune", 9)
+
+
+def test_recipe_saves_every_field_and_reads_back_identically(tmp_path) -> None:
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "r.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "schedule": "layerwise", "ratio": 0.5, "layers": [1, "3:0.25"]}))
+    recipe = load_recipe(path)
+    assert recipe.model == str(tmp_path / "sub" / "best.pt")  # relative to the recipe's folder
+    assert [(s.block, s.ratio) for s in recipe.layers] == [(1, 0.5), (3, 0.25)]
+    recipe.save(tmp_path / "saved.yaml")
+    saved = yaml.safe_load((tmp_path / "saved.yaml").read_text())
+    assert set(saved) == set(recipe.as_dict()) and saved["version"] == 1
+    assert load_recipe(tmp_path / "saved.yaml") == recipe
+    assert load_recipe(tmp_path / "saved.yaml").sha256() == recipe.sha256()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"epoch": 3}, "unknown recipe keys 'epoch' \\(did you mean 'epochs'\\?\\)"),
+        ({"version": None}, "put `version: 1` first"),
+        ({"version": 2}, "reads recipe version 1"),
+        ({"schedule": "gradual"}, "choose oneshot, iterative, layerwise"),
+        ({"schedule": "layerwise", "ratio": 0.5}, "needs layers:"),
+        ({"schedule": "layerwise", "layers": [1], "target_flops": 0.5}, "remove target_flops"),
+        ({"schedule": "layerwise", "layers": [1]}, "has no ratio"),
+        ({"schedule": "layerwise", "layers": [{"block": 1, "layer": "model.1.conv"}]}, "exactly one of"),
+        ({"schedule": "layerwise", "layers": ["1:half"]}, "ratio 'half' must be a fraction"),
+        ({"schedule": "oneshot", "ratio": 0.5, "steps": 3}, "use schedule: iterative"),
+        ({"schedule": "oneshot", "ratio": 0.5, "max_drop": 0.05}, "oneshot and layerwise do not take it"),
+        ({"schedule": "oneshot", "ratio": 1.5}, "outside \\[0, 1\\)"),
+        ({"schedule": "oneshot", "ratio": 0.5, "target_flops": 0.5}, "exactly one of --ratio"),
+        ({"schedule": "oneshot"}, "exactly one of --ratio"),
+        ({"schedule": "oneshot", "ratio": 0.5, "epochs": True}, "epochs: True must be a int"),
+        ({"schedule": "oneshot", "ratio": 0.5, "epochs": -1}, "must be 0 or more"),
+        ({"schedule": "oneshot", "ratio": 0.5, "train": {"project": "x"}}, "set by the run itself"),
+        ({"schedule": "oneshot", "ratio": 0.5, "importance": "l3"}, "unknown importance 'l3'"),
+    ],
+)
+def test_recipe_refusals_name_the_key(change, expected) -> None:
+    with pytest.raises(YoloPruneError, match=expected):
+        recipe_from_dict({**BASE, **change})
+
+
+def test_recipe_or_flags_not_both(tmp_path) -> None:
+    assert recipe_from_cli([], {"schedule": None}) is None
+    with pytest.raises(YoloPruneError, match="not both"):
+        recipe_from_cli([str(tmp_path / "r.yaml"), "imgsz=64"], {"schedule": None})
+    r = recipe_from_cli(
+        ["imgsz=64"], {"schedule": "oneshot", "model": "m.pt", "data": "d.yaml", "ratio": 0.5}
+    )
+    assert (r.schedule, r.train, r.model) == (Schedule.ONESHOT, {"imgsz": 64}, str(Path.cwd() / "m.pt"))
+    flags = {"schedule": "layerwise", "model": "m.pt", "data": "d.yaml", "layers": ["1", "3:0.25", "batch=8"]}
+    r = recipe_from_cli([], {**flags, "ratio": 0.5})  # what argparse gives for `--layers 1 3:0.25 batch=8`
+    assert ([(s.block, s.ratio) for s in r.layers], r.train) == ([(1, 0.5), (3, 0.25)], {"batch": 8})
+
+
+def _no_labels(baseline: tuple[Path, Path], tmp_path: Path) -> str:
+    copy = tmp_path / "nolabels"
+    shutil.copytree(baseline[1].parent, copy, ignore=shutil.ignore_patterns("*.cache"))
+    shutil.rmtree(copy / "labels")
+    return str(copy / "data.yaml")
+
+
+def _segment_model(baseline: tuple[Path, Path], tmp_path: Path) -> str:
+    return str(save_checkpoint(load_model("yolov8n-seg.yaml").model, tmp_path / "seg.pt"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"target_flops": 0.001}, "step 1 \\(prune every block to 0% of the original FLOPs\\)"),
+        ({"ratio": 0.5, "data": "missing.yaml"}, "no such dataset YAML"),
+        ({"ratio": 0.5, "data": _no_labels}, "no labelled boxes"),
+        ({"ratio": 0.5, "train": {**TRAIN, "lr": 0.1}}, "'lr' is not a valid YOLO argument"),
+        ({"ratio": 0.5, "model": "missing.pt"}, "never downloads"),
+        ({"ratio": 0.5, "teacher": _segment_model}, "must be the unpruned detect model"),
+    ],
+)
+def test_bad_input_fails_before_any_training(baseline, tmp_path, capsys, fields, expected) -> None:
+    fields = {k: v(baseline, tmp_path) if callable(v) else v for k, v in fields.items()}
+    recipe = _recipe(tmp_path, baseline, schedule="oneshot", epochs=1, **fields)
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    with pytest.raises(YoloPruneError, match=expected):
+        schedule.run(load_recipe(recipe), tmp_path / "run", log=lambda line: None)
+    assert not (tmp_path / "run").exists()  # nothing written, nothing trained
+
+
+def test_resume_refusals(baseline, tmp_path) -> None:
+    recipe = load_recipe(_recipe(tmp_path, baseline, schedule="oneshot", ratio=0.5))
+    with pytest.raises(YoloPruneError, match="Nothing to resume"):
+        schedule.run(None, tmp_path / "none", resume=True)
+    with pytest.raises(YoloPruneError, match="Give a recipe"):
+        schedule.run(None, tmp_path / "none")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(YoloPruneError, match="not an empty folder"):
+        schedule.run(recipe, tmp_path / "busy")
+    run = tmp_path / "run"
+    run.mkdir()
+    recipe.save(run / "recipe.yaml")
+    state = {"version": 1, "recipe_sha256": recipe.sha256(), "imgsz": 64, "steps": []}
+    (run / "state.json").write_text(json.dumps({**state, "result": None, "stopped": None, "finished": False}))
+    with pytest.raises(YoloPruneError, match="already holds a run"):
+        schedule.run(recipe, run)
+    other = recipe_from_dict({**recipe.as_dict(), "ratio": 0.25})
+    with pytest.raises(YoloPruneError, match="differs from the one"):
+        schedule.run(other, run, resume=True)
+    (run / "recipe.yaml").write_text((run / "recipe.yaml").read_text().replace("ratio: 0.5", "ratio: 0.4"))
+    with pytest.raises(YoloPruneError, match="was the recipe edited"):
+        schedule.run(None, run, resume=True)
