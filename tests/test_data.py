@@ -84,5 +84,5 @@ def test_calibration_errors(digits, tmp_path):
         next(calibration_batches(copy / "data.yaml", imgsz=64))
     with pytest.raises(YoloPruneError, match="classify"):
         next(calibration_batches(digits.yaml, task="classify"))
-    with pytest.raises(YoloPruneError, match="for a segment model .*segment dataset"):
+    with pytest.raises(YoloPruneError, match=r"for a segment model .*segment dataset"):
         next(calibration_batches(digits.yaml, task="segment", imgsz=64))  # boxes, no polygons
