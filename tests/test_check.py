@@ -151,3 +151,12 @@ def test_onnx_export_agrees_with_torch_for_every_task(yaml: str) -> None:
 def test_pruned_yolo26_seg_and_pose_train(yaml: str) -> None:
     """Training-only branches (Proto26.semseg, Pose26.cv4_sigma) are found by the train-mode trace."""
     assert train_step_check(prune(yaml, 0.5).model) > 0
+
+
+def test_train_step_works_on_checkpoints_saved_with_gradients_off() -> None:
+    """Ultralytics saves trained checkpoints with requires_grad=False on every parameter."""
+    model = _model("yolov8n.yaml")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    assert train_step_check(model) > 0
+    assert not any(p.requires_grad for p in model.parameters())  # the caller's model is untouched

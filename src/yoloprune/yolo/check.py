@@ -51,6 +51,8 @@ def train_step_check(model: nn.Module, imgsz: int = 64) -> float:
     task = _task(model, "train_step_check")
     check_imgsz(model, imgsz)
     model = deepcopy(model).train()
+    for p in model.parameters():  # checkpoints Ultralytics trained are saved with gradients off
+        p.requires_grad_(True)
     model.criterion = None  # built afresh from the hyperparameters below
     model.args = hyperparameters(model)
     model.nc = num_classes(model)  # RT-DETR's loss reads it; the trainer sets it from the dataset
@@ -59,6 +61,8 @@ def train_step_check(model: nn.Module, imgsz: int = 64) -> float:
     try:
         loss, _ = model.loss(batch)
         total = loss.sum()  # per-component losses, summed as Ultralytics' trainer does
+        if torch.isfinite(total):
+            total.backward()
     except Exception as e:
         raise YoloPruneError(
             f"The {task} model's train-mode forward and loss failed ({_first_line(e)}), so it cannot be "
@@ -69,7 +73,6 @@ def train_step_check(model: nn.Module, imgsz: int = 64) -> float:
             f"The {task} model's train-mode loss is {total.item()} on a synthetic batch, so fine-tuning "
             "would diverge at once. Check the weights for NaN or Inf values (e.g. from a corrupt checkpoint)."
         )
-    total.backward()
     for name, p in model.named_parameters():
         if p.grad is not None and not torch.isfinite(p.grad).all():
             raise YoloPruneError(

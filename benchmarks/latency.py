@@ -1,0 +1,148 @@
+"""Latency realised: does a FLOPs cut become a CPU speed-up? yolov8s at 640, pruned to keep 70%, 50% and
+30% of its FLOPs (30%, 50%, 70% reductions), with widths rounded to multiples of 8 and without (the
+goal), and of 16 (ONNX Runtime's NCHWc channel block on AVX-512 CPUs; 8 on AVX2), to show the cause.
+
+Scope: yolov8s is built from its YAML (untrained: latency does not depend on the values) and analysed
+once; each variant is `prune(target_flops=T, allocation="global", round_to=R)` (l1 ranking). All seven
+models go through `yoloprune.yolo.evaluate.bench` together: Ultralytics' ONNX export (not simplified),
+ONNX Runtime on the CPU at batch 1, 1 thread and all threads, every model timed in turn (so load changes
+hit them alike), median of `--runs` after `--warmup`. For each pruned model:
+    speed-up = latency(yolov8s) / latency(pruned);  FLOPs reduction = FLOPs(yolov8s) / FLOPs(pruned)
+    realised = speed-up / FLOPs reduction  (1.0: latency falls exactly as FLOPs do; goal >= 0.9)
+The machine's load average is recorded: on a shared machine compare only numbers from one run.
+Results: benchmarks/results/latency.{json,md} (written atomically).
+
+Run (from the repository root):
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/latency.py [--runs 30] [--warmup 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported
+os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/yoloprune-bench/ultralytics")
+os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
+
+RESULTS = Path(__file__).parent / "results"
+MODEL = "yolov8s.yaml"
+KEEP = (0.7, 0.5, 0.3)  # fraction of FLOPs kept: 30%, 50%, 70% reductions
+ROUND_TO = (1, 8, 16)
+GOAL = 0.9
+SETTINGS = {"ort_cpu_1_thread": "1 thread", "ort_cpu_all_threads": "all threads"}
+
+
+def cpu() -> str:
+    """The CPU's model name and widest vector extension (what sets ONNX Runtime's channel block)."""
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    name = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), "unknown CPU")
+    flags = set(next((x.split(":", 1)[1].split() for x in lines if x.startswith("flags")), []))
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name}, {isa}"
+
+
+def measure(runs: int, warmup: int) -> dict:
+    from yoloprune.yolo.api import analyze, prune
+    from yoloprune.yolo.evaluate import bench
+
+    start = time.perf_counter()
+    a = analyze(MODEL)
+    variants = []
+    with tempfile.TemporaryDirectory(prefix="yoloprune-latency-") as work:
+        paths = [MODEL]
+        for round_to in ROUND_TO:
+            for keep in KEEP:
+                r = prune(MODEL, target_flops=keep, allocation="global", round_to=round_to, analysis=a)
+                path = Path(work) / f"keep{keep}_round{round_to}.pt"
+                r.save(path)
+                paths.append(str(path))
+                variants.append({"keep": keep, "reduction": round(1 - keep, 2), "round_to": round_to})
+        b = bench(paths, imgsz=640, runs=runs, warmup=warmup, tensorrt=False)
+    base = b.rows[0]
+    rows = []
+    for variant, row in zip(variants, b.rows[1:], strict=True):
+        flops_cut = base.flops / row.flops
+        doc = {**variant, "flops": row.flops, "flops_reduction": round(flops_cut, 4), "params": row.params}
+        for key in SETTINGS:
+            speedup = base.latency[key].median_ms / row.latency[key].median_ms
+            doc[key] = {
+                "median_ms": round(row.latency[key].median_ms, 2),
+                "speedup": round(speedup, 4),
+                "realised": round(speedup / flops_cut, 4),
+            }
+        rows.append(doc)
+    return {
+        "model": MODEL,
+        "imgsz": 640,
+        "baseline": {
+            "flops": base.flops,
+            "params": base.params,
+            **{k: round(base.latency[k].median_ms, 2) for k in SETTINGS},
+        },
+        "variants": rows,
+        "settings": b.settings,
+        "cpu": cpu(),
+        "goal": GOAL,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def markdown(doc: dict) -> str:
+    base = doc["baseline"]
+    lines = [
+        "# Latency realised: ONNX Runtime CPU speed-up over FLOPs reduction",
+        "",
+        f"{doc['model']} at {doc['imgsz']}x{doc['imgsz']}, batch 1: {base['flops'] / 1e9:.2f} GFLOPs, "
+        f"{base['ort_cpu_1_thread']:.1f} ms on 1 thread, {base['ort_cpu_all_threads']:.1f} ms on all "
+        "threads. "
+        "Pruned with `prune(target_flops=T, allocation='global', round_to=R)`; realised = speed-up / FLOPs "
+        f"reduction (goal >= {doc['goal']}).",
+        "",
+        "| FLOPs cut | round-to | GFLOPs | FLOPs reduction | 1 thread ms | speed-up | realised "
+        "| all threads ms | speed-up | realised |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v in doc["variants"]:
+        cells = [
+            f"{v['reduction']:.0%}",
+            str(v["round_to"]),
+            f"{v['flops'] / 1e9:.2f}",
+            f"{v['flops_reduction']:.2f}x",
+        ]
+        for key in SETTINGS:
+            t = v[key]
+            mark = "" if t["realised"] >= doc["goal"] else " (below goal)"
+            cells += [f"{t['median_ms']:.1f}", f"{t['speedup']:.2f}x", f"**{t['realised']:.2f}**{mark}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        doc["settings"]["summary"],
+        f"CPU: {doc['cpu']}.",
+        f"Total {doc['seconds']} s. Generated by benchmarks/latency.py.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per model (median kept)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed runs per model first")
+    args = parser.parse_args()
+
+    from yoloprune._atomic import atomic_write
+
+    doc = measure(args.runs, args.warmup)
+    RESULTS.mkdir(exist_ok=True)
+    atomic_write(RESULTS / "latency.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n"))
+    atomic_write(RESULTS / "latency.md", lambda tmp: tmp.write_text(markdown(doc)))
+    print(markdown(doc))
+
+
+if __name__ == "__main__":
+    main()
