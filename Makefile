@@ -6,7 +6,7 @@ export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 
-.PHONY: install demo test test-slow lint
+.PHONY: install demo test test-slow lint coverage bench
 
 $(BIN)/yoloprune: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,3 +27,11 @@ test-slow: install
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+coverage: install
+	PYTHONPATH=src $(BIN)/python benchmarks/coverage.py
+
+bench: install
+	$(BIN)/pip install -q -e ".[bench]"
+	PYTHONPATH=src $(BIN)/python benchmarks/trace_speed.py
+	PYTHONPATH=src $(BIN)/python benchmarks/latency.py

@@ -1,0 +1,259 @@
+"""Coverage: how far yoloprune gets on every model YAML that ships with the installed Ultralytics.
+
+Scope: each config under `ultralytics/cfg/models/` (at the n scale where the YAML has scales;
+files already named with a scale are used as they are, and duplicate scales of one family are
+skipped) runs in its own subprocess with a timeout: `analyze` (with the probe), then a 50%
+`prune` of every prunable group with random importance. Recorded per config: task, groups
+(total, prunable, pinned), the distinct pin reasons counted by group, params and FLOPs before and
+after, both equivalence errors, and pass or the failure (exception type, first line, and the
+innermost traceback frames). Results go to benchmarks/results/coverage.{json,md} (written
+atomically); the table is printed.
+
+Run (from the repository root; PYTHONPATH=src unless yoloprune is installed):
+    PYTHONPATH=src .venv/bin/python benchmarks/coverage.py            # all configs
+    PYTHONPATH=src .venv/bin/python benchmarks/coverage.py --quick    # five configs, for testing
+    PYTHONPATH=src .venv/bin/python benchmarks/coverage.py yolov8n.yaml yolo11n-seg.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported, here and in children
+os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/yoloprune-bench/ultralytics")
+os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
+
+RESULTS = Path(__file__).parent / "results"
+QUICK = ("yolov8n.yaml", "yolo11n-seg.yaml", "yolo26n-pose.yaml", "yolov8n-obb.yaml", "yolov8n-cls.yaml")
+# Other scales of families already covered at their smallest shipped scale.
+DUPLICATE_SCALES = {"yolov9s", "yolov9m", "yolov9c", "yolov9e", "yolov9e-seg", "rtdetr-x", "rtdetr-resnet101"}
+DUPLICATE_SCALES |= {f"yolov10{s}" for s in "smblx"}
+MARKER = "COVERAGE-RESULT "
+
+
+def shipped_configs() -> list[str]:
+    """One config name per shipped YAML: `yolov8n-seg.yaml` for `yolov8-seg.yaml`, duplicates skipped."""
+    import ultralytics
+    from ultralytics.utils import YAML
+
+    names = []
+    for path in sorted((Path(ultralytics.__file__).parent / "cfg" / "models").rglob("*.yaml")):
+        if path.stem in DUPLICATE_SCALES:
+            continue
+        scales = YAML.load(path).get("scales") or {}
+        family = re.match(r"yolo(e-)?v?\d+(?=-|$)", path.stem)  # "yolov8", not "yolov9t" or "rtdetr-l"
+        if scales and family:
+            scale = "n" if "n" in scales else next(iter(scales))
+            names.append(path.name[: family.end()] + scale + path.name[family.end() :])
+        else:
+            names.append(path.name)
+    return names
+
+
+def offline_copy(config: str, folder: Path) -> Path | None:
+    """A copy of a shipped YAML whose TorchVision backbone would download weights, with `weights: null`."""
+    from yoloprune.yolo.io import CFG_DIR
+
+    shipped = next(CFG_DIR.rglob(config), None)
+    text = shipped.read_text() if shipped else ""
+    if "TorchVision" not in text or ", DEFAULT," not in text:
+        return None
+    copy = folder / config
+    copy.write_text(text.replace(", DEFAULT,", ", null,"))
+    return copy
+
+
+def short_reason(reason: str) -> str:
+    """A pin reason without its per-site details (shapes, sizes), so equal causes count together."""
+    reason = re.sub(r"\s*\((?:[^()]|\([^()]*\))*\)", "", reason)  # drop "(...)", one nesting level
+    reason = re.sub(r"\d+", "N", reason)
+    return reason if len(reason) <= 160 else reason[:157] + "..."
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    text = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def frames(error: BaseException) -> list[str]:
+    """The innermost exception of a chain and its last traceback frames, as short strings."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    tb = traceback.extract_tb(error.__traceback__)[-4:]
+    site = [f"{re.sub(r'.*/(site-packages|src)/', '', f.filename)}:{f.lineno} {f.name}" for f in tb]
+    return [first_line(error), *site]
+
+
+def run_one(config: str) -> dict:
+    """Analyse and prune one config in this process; never raises."""
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        source = offline_copy(config, Path(folder))
+        record = {"config": config, **_analyse_and_prune(str(source or config))}
+        if source:
+            record["note"] = "built with TorchVision weights: null (the shipped YAML downloads them)"
+        record["seconds"] = round(time.perf_counter() - start, 2)
+    return record
+
+
+def _analyse_and_prune(source: str) -> dict:
+    import torch
+
+    from yoloprune.yolo.api import analyze, prune
+
+    torch.manual_seed(0)  # the YAML's random init, so reruns see the same model
+    record: dict = {"stage": "analyze"}
+    try:
+        a = analyze(source)
+        groups = a.graph.groups
+        reasons = Counter(r for g in groups for r in {short_reason(p.reason) for p in g.pinned_by})
+        examples = {short_reason(p.reason): f"{p.member}: {p.reason}" for g in groups for p in g.pinned_by}
+        record.update(
+            task=a.task,
+            groups=len(groups),
+            prunable=sum(g.prunable for g in groups),
+            pinned=sum(bool(g.pinned_by) for g in groups),
+            pins=dict(reasons.most_common()),
+            pin_examples=examples,  # one full reason, with its site, per short reason
+            stage="prune",
+        )
+        r = prune(source, 0.5, importance="random", analysis=a)
+        record.update(
+            params=list(r.params),
+            flops=list(r.flops),
+            imgsz=r.imgsz,
+            max_rel_error=r.equivalence.max_rel_error,
+            structural_error=r.structural.max_rel_error,
+            status="pass",
+        )
+    except Exception as e:
+        record.update(status="fail", error=first_line(e), traceback=frames(e))
+    return record
+
+
+def run_isolated(config: str, timeout: float) -> dict:
+    """`run_one(config)` in a fresh interpreter, so a crash or hang only costs this config."""
+    cmd = [sys.executable, __file__, "--one", config]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {
+            "config": config,
+            "status": "timeout",
+            "error": f"no result after {timeout:g} s",
+            "seconds": timeout,
+        }
+    lines = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
+    if lines:
+        return json.loads(lines[-1][len(MARKER) :])
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    error = f"subprocess exited with code {done.returncode}: {tail}"
+    return {
+        "config": config,
+        "status": "fail",
+        "error": error,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _m(n: int) -> str:
+    return f"{n / 1e6:.2f}"
+
+
+def _g(n: int) -> str:
+    return f"{n / 1e9:.1f}"
+
+
+def table(records: list[dict]) -> str:
+    head = (
+        "| config | task | prunable / groups | pinned | params M (before → after) | GFLOPs (before → after) "
+        "| max rel err (own / excited) | time s | result |"
+    )
+    rows = [head, "|" + "---|" * 9]
+    for r in records:
+        groups = f"{r['prunable']} / {r['groups']}" if "groups" in r else "-"
+        params = f"{_m(r['params'][0])} → {_m(r['params'][1])}" if "params" in r else "-"
+        flops = f"{_g(r['flops'][0])} → {_g(r['flops'][1])} @{r['imgsz']}" if "flops" in r else "-"
+        err = f"{r['max_rel_error']:.1e} / {r['structural_error']:.1e}" if "params" in r else "-"
+        result = (
+            "pass"
+            if r["status"] == "pass"
+            else f"{r['status'].upper()} ({r.get('stage', '-')}): {r['error']}"
+        )
+        result = result.replace("|", "\\|")
+        cells = [r["config"], r.get("task", "-"), groups, r.get("pinned", "-"), params, flops, err]
+        rows.append("| " + " | ".join(map(str, [*cells, f"{r['seconds']:.1f}", result])) + " |")
+    return "\n".join(rows)
+
+
+def markdown(records: list[dict], total: float) -> str:
+    passed = sum(r["status"] == "pass" for r in records)
+    lines = [
+        "# yoloprune coverage of the shipped Ultralytics configs",
+        "",
+        f"analyze + prune(ratio=0.5, importance='random') of every prunable group; {passed}/{len(records)} "
+        f"pass; total {total:.0f} s on {os.cpu_count()} CPU cores. Generated by benchmarks/coverage.py.",
+        "",
+        table(records),
+        "",
+        "## Pin reasons (groups pinned per reason; digits shown as N)",
+        "",
+    ]
+    for r in records:
+        pins = "; ".join(f"{reason} ×{n}" for reason, n in r.get("pins", {}).items()) or "-"
+        lines.append(f"- **{r['config']}**: {pins}")
+    notes = [f"- **{r['config']}**: {r['note']}" for r in records if "note" in r]
+    if notes:
+        lines += ["", "## Notes", "", *notes]
+    failures = [r for r in records if r["status"] != "pass"]
+    if failures:
+        lines += ["", "## Failures", ""]
+        for r in failures:
+            lines.append(f"- **{r['config']}** ({r.get('stage', '-')}): {r['error']}")
+            lines += [f"  - `{f}`" for f in r.get("traceback", [])]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("configs", nargs="*", help="config names to run (default: every shipped config)")
+    parser.add_argument("--quick", action="store_true", help=f"run only {', '.join(QUICK)}")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds allowed per config")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: one config, result on stdout
+    args = parser.parse_args()
+    if args.one:
+        print(MARKER + json.dumps(run_one(args.one)), flush=True)
+        return
+    from yoloprune._atomic import atomic_write
+
+    configs = args.configs or (list(QUICK) if args.quick else shipped_configs())
+    records, start = [], time.perf_counter()
+    for i, config in enumerate(configs, 1):
+        records.append(run_isolated(config, args.timeout))
+        r = records[-1]
+        print(
+            f"[{i}/{len(configs)}] {config}: {r['status']} {r.get('error', '')} ({r['seconds']:.1f} s)",
+            flush=True,
+        )
+    total = time.perf_counter() - start
+    RESULTS.mkdir(exist_ok=True)
+    doc = {"total_seconds": round(total, 1), "cpu_count": os.cpu_count(), "records": records}
+    atomic_write(RESULTS / "coverage.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n"))
+    atomic_write(RESULTS / "coverage.md", lambda tmp: tmp.write_text(markdown(records, total)))
+    print(table(records))
+    print(f"\n{sum(r['status'] == 'pass' for r in records)}/{len(records)} pass; total {total:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
