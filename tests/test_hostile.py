@@ -72,7 +72,7 @@ def out(inputs):
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def refused(argv: list[str], out: Path, capsys) -> str:
+def assert_refused(argv: list[str], out: Path, capsys) -> str:
     """Run the CLI, require exit 2 with a one-paragraph error, and an untouched output folder."""
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -111,14 +111,14 @@ def test_broken_checkpoints_are_refused(kind, inputs, out, capsys):
     CORRUPTIONS[kind]((inputs.folder / "tiny.pt").read_bytes(), bad)
     with pytest.raises(YoloPruneError, match=str(bad)):
         load_model(bad)
-    assert str(bad) in refused(prune_argv(bad, out, "--ratio", "0.5"), out, capsys)
+    assert str(bad) in assert_refused(prune_argv(bad, out, "--ratio", "0.5"), out, capsys)
     bad.unlink()
 
 
 def test_a_folder_named_like_a_checkpoint_is_refused(out, capsys):
     folder = out.parent / f"{out.name}.pt"
     folder.mkdir()
-    assert "is a directory" in refused(prune_argv(folder, out, "--ratio", "0.5"), out, capsys)
+    assert "is a directory" in assert_refused(prune_argv(folder, out, "--ratio", "0.5"), out, capsys)
 
 
 @settings(FAST, max_examples=40)
@@ -166,7 +166,7 @@ def test_broken_yamls_are_refused(kind, out, capsys):
     with pytest.raises(YoloPruneError, match="does not build") as e:
         load_model(bad)
     assert str(bad) in str(e.value)
-    assert str(bad) in refused(prune_argv(bad, out, "--ratio", "0.5"), out, capsys)
+    assert str(bad) in assert_refused(prune_argv(bad, out, "--ratio", "0.5"), out, capsys)
     bad.unlink()
 
 
@@ -259,7 +259,7 @@ def test_broken_plans_are_refused(kind, inputs, out, capsys):
         prune(None, plan=text, analysis=a)
     bad = out.parent / f"{kind.replace(' ', '-')}.json"
     bad.write_text(text)
-    assert message.strip("'") in refused(
+    assert message.strip("'") in assert_refused(
         prune_argv(folder / "tiny.pt", out, "--plan-in", str(bad)), out, capsys
     )
     bad.unlink()
@@ -333,7 +333,7 @@ def test_absurd_ratios_are_refused_by_the_api(ratio, inputs):
     ids=" ".join,
 )
 def test_absurd_numbers_are_refused_by_the_cli(flags, inputs, out, capsys):
-    refused(prune_argv(inputs.folder / "tiny.pt", out, *flags), out, capsys)
+    assert_refused(prune_argv(inputs.folder / "tiny.pt", out, *flags), out, capsys)
 
 
 # -- the output folder ----------------------------------------------------------------------------
@@ -358,7 +358,9 @@ def test_read_only_output_folder(fmt, inputs, out, capsys):
     with read_only(out):
         if os.access(out, os.W_OK, effective_ids=True):
             pytest.skip("this process can write into a read-only folder")
-        err = refused(prune_argv(inputs.folder / "tiny.pt", out, "--ratio", "0.5", fmt=fmt), out, capsys)
+        err = assert_refused(
+            prune_argv(inputs.folder / "tiny.pt", out, "--ratio", "0.5", fmt=fmt), out, capsys
+        )
     assert f"directory {out} is not writable (checked before pruning)" in err
     r = prune(None, 0.5, analysis=inputs.analysis)
     with read_only(out), pytest.raises(YoloPruneError, match=r"Permission denied|not writable"):
@@ -376,7 +378,7 @@ def test_full_disk_while_writing_the_model(fmt, inputs, out, capsys, monkeypatch
     monkeypatch.setattr(torch.serialization, "save", _disk_full)
     monkeypatch.setattr("yoloprune.yolo.safe.save_file", _disk_full)
     argv = prune_argv(inputs.folder / "tiny.pt", out, "--ratio", "0.5", fmt=fmt)
-    assert "No space left on device" in refused(argv, out, capsys)  # the plan written first is removed
+    assert "No space left on device" in assert_refused(argv, out, capsys)  # the plan written first is removed
 
 
 def test_full_disk_while_writing_the_plan(inputs, out, capsys, monkeypatch):
@@ -388,7 +390,7 @@ def test_full_disk_while_writing_the_plan(inputs, out, capsys, monkeypatch):
         return write_text(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "write_text", full)
-    assert "No space left" in refused(
+    assert "No space left" in assert_refused(
         prune_argv(inputs.folder / "tiny.pt", out, "--ratio", "0.5"), out, capsys
     )
 
