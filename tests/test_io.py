@@ -349,3 +349,13 @@ def test_atomic_write_cleans_up_and_wraps_errors(tmp_path):
     with pytest.raises(YoloPruneError, match=r"plan\.json.*ValueError: boom"):
         atomic_write(tmp_path / "plan.json", fail)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_yaml_that_tries_to_download_gets_an_offline_hint():
+    from urllib.error import URLError
+
+    from yoloprune.yolo.io import _yaml_build_error
+
+    message = _yaml_build_error("resnet.yaml", URLError("Name or service not known"))
+    assert "never downloads" in message and "weights: null" in message
+    assert "Ultralytics module" in _yaml_build_error("bad.yaml", KeyError("Foo"))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.error import URLError
 
 import torch
 import ultralytics
@@ -289,14 +290,25 @@ def _build_from_yaml(text: str) -> Loaded:
             torch.manual_seed(0)
             wrapper = RTDETR(text) if "rtdetr" in path.stem else YOLO(text, verbose=False)
     except Exception as e:
-        reason = " ".join(str(e).split())  # one paragraph: Ultralytics' YAML errors span lines
-        raise YoloPruneError(
-            f"Model YAML {text} does not build: {type(e).__name__}: {reason}. Check that every module it "
-            "names is an Ultralytics module or torch.nn.<Name>, that 'backbone' and 'head' are present, and "
-            f"that each argument list has the types its module expects; the YAMLs under {CFG_DIR} are "
-            "working examples."
-        ) from e
+        raise YoloPruneError(_yaml_build_error(text, e)) from e
     return _loaded(wrapper.model, text, None)
+
+
+def _yaml_build_error(text: str, e: Exception) -> str:
+    """One paragraph on why a model YAML did not build, and what to change."""
+    reason = " ".join(str(e).split())  # one paragraph: Ultralytics' YAML errors span lines
+    if isinstance(e, (URLError, ConnectionError, TimeoutError)):
+        return (
+            f"Model YAML {text} does not build: building it tried to download something "
+            f"({type(e).__name__}: {reason}), e.g. a TorchVision backbone's pretrained weights. "
+            "yoloprune never downloads: set `weights: null` (or a local path) in that layer's arguments."
+        )
+    return (
+        f"Model YAML {text} does not build: {type(e).__name__}: {reason}. Check that every module it "
+        "names is an Ultralytics module or torch.nn.<Name>, that 'backbone' and 'head' are present, and "
+        f"that each argument list has the types its module expects; the YAMLs under {CFG_DIR} are "
+        "working examples."
+    )
 
 
 @functools.cache
