@@ -17,7 +17,6 @@ Run (from the repository root; needs the `activation` extra):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -30,15 +29,14 @@ os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
 
 import numpy as np
 import torch
+from _results import write_results
 
-from yoloprune._atomic import atomic_write
 from yoloprune.importance import CRITERIA, Context
 from yoloprune.importance.activation import ACTIVATION_CRITERIA, cluster, embed, features
 from yoloprune.yolo.api import analyze
 from yoloprune.yolo.calibrate import gather_evidence
 from yoloprune.yolo.data import make_digits
 
-RESULTS = Path(__file__).parent / "results"
 IMAGES, IMGSZ = 64, 160
 CRITERIA_TIMED = ("taylor", *ACTIVATION_CRITERIA)
 
@@ -158,9 +156,7 @@ def main() -> None:
         "imgsz": IMGSZ,
         "models": models,
     }
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write(RESULTS / "activation_speed.json", lambda t: t.write_text(json.dumps(doc, indent=1)))
-    atomic_write(RESULTS / "activation_speed.md", lambda t: t.write_text(render_markdown(doc)))
+    write_results("activation_speed", doc, render_markdown(doc))
     print(render_markdown(doc))
 
 

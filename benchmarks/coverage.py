@@ -33,7 +33,6 @@ os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported, he
 os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/yoloprune-bench/ultralytics")
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
 
-RESULTS = Path(__file__).parent / "results"
 QUICK = ("yolov8n.yaml", "yolo11n-seg.yaml", "yolo26n-pose.yaml", "yolov8n-obb.yaml", "yolov8n-cls.yaml")
 # Other scales of families already covered at their smallest shipped scale.
 DUPLICATE_SCALES = {"yolov9s", "yolov9m", "yolov9c", "yolov9e", "yolov9e-seg", "rtdetr-x", "rtdetr-resnet101"}
@@ -235,7 +234,7 @@ def main() -> None:
     if args.one:
         print(MARKER + json.dumps(run_one(args.one)), flush=True)
         return
-    from yoloprune._atomic import atomic_write
+    from _results import write_results
 
     configs = args.configs or (list(QUICK) if args.quick else shipped_configs())
     records, start = [], time.perf_counter()
@@ -247,10 +246,8 @@ def main() -> None:
             flush=True,
         )
     total = time.perf_counter() - start
-    RESULTS.mkdir(exist_ok=True)
     doc = {"total_seconds": round(total, 1), "cpu_count": os.cpu_count(), "records": records}
-    atomic_write(RESULTS / "coverage.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n"))
-    atomic_write(RESULTS / "coverage.md", lambda tmp: tmp.write_text(markdown(records, total)))
+    write_results("coverage", doc, markdown(records, total))
     print(table(records))
     print(f"\n{sum(r['status'] == 'pass' for r in records)}/{len(records)} pass; total {total:.0f} s")
 

@@ -16,12 +16,10 @@ Run (from the repository root):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported
 os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/yoloprune-bench/ultralytics")
@@ -29,7 +27,6 @@ os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/yoloprune-bench/ultralytics")
 import numpy as np
 import torch
 
-RESULTS = Path(__file__).parent / "results"
 MODEL = "yolov8s.yaml"
 
 
@@ -130,16 +127,12 @@ def markdown(doc: dict) -> str:
 
 
 def main() -> None:
-    from yoloprune._atomic import atomic_write
+    from _results import write_results
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5)
     doc = bench(p.parse_args().repeats)
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write(
-        RESULTS / "importance_speed.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    )
-    atomic_write(RESULTS / "importance_speed.md", lambda tmp: tmp.write_text(markdown(doc)))
+    write_results("importance_speed", doc, markdown(doc))
     print(markdown(doc))
 
 

@@ -19,7 +19,6 @@ Run (from the repository root):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -29,7 +28,6 @@ os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported
 os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/yoloprune-bench/ultralytics")
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
 
-RESULTS = Path(__file__).parent / "results"
 MODEL = "yolov8s.yaml"
 KEEP = (0.7, 0.5, 0.3)  # fraction of FLOPs kept: 30%, 50%, 70% reductions
 ROUND_TO = (1, 8, 16)
@@ -135,12 +133,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs per model first")
     args = parser.parse_args()
 
-    from yoloprune._atomic import atomic_write
+    from _results import write_results
 
     doc = measure(args.runs, args.warmup)
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write(RESULTS / "latency.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n"))
-    atomic_write(RESULTS / "latency.md", lambda tmp: tmp.write_text(markdown(doc)))
+    write_results("latency", doc, markdown(doc))
     print(markdown(doc))
 
 

@@ -33,7 +33,6 @@ os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported, he
 os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/yoloprune-bench/ultralytics")
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
 
-RESULTS = Path(__file__).parent / "results"
 MARKER = "MEMORY-RESULT "
 LIMIT_MB = 2048
 
@@ -180,7 +179,7 @@ def main() -> None:
             out = {"error": f"{type(e).__name__}: {e}"}
         print(MARKER + json.dumps(out), flush=True)
         return
-    from yoloprune._atomic import atomic_write
+    from _results import write_results
 
     start = time.perf_counter()
     peak = run_child("peak", args.peak_model)
@@ -191,9 +190,7 @@ def main() -> None:
         print(f"{kind}: { ({k: v for k, v in cycles[-1].items() if k != 'rss_mb'}) }", flush=True)
     doc = {"cpu_count": os.cpu_count(), "total_seconds": round(time.perf_counter() - start, 1)}
     doc.update(peak=peak, cycles=cycles)
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write(RESULTS / "memory.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n"))
-    atomic_write(RESULTS / "memory.md", lambda tmp: tmp.write_text(markdown(doc)))
+    write_results("memory", doc, markdown(doc))
     print(markdown(doc))
 
 

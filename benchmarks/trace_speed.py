@@ -42,7 +42,6 @@ os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
 import torch
 from torch import nn
 
-RESULTS = Path(__file__).parent / "results"
 MODELS = tuple(f"yolov8{s}.yaml" for s in "nsmlx")
 MARKER = "TRACE-SPEED-RESULT "
 TP_INPUT = (1, 3, 640, 640)
@@ -343,7 +342,7 @@ def main() -> None:
             out = {"error": _error(e)}
         print(MARKER + json.dumps(out), flush=True)
         return
-    from yoloprune._atomic import atomic_write
+    from _results import write_results
 
     rows, start = [], time.perf_counter()
     for config in args.models:
@@ -356,15 +355,13 @@ def main() -> None:
         print(f"{config}: {time.perf_counter() - t:.0f} s {times.get('error', '')}", flush=True)
         rows.append(row)
     total = time.perf_counter() - start
-    RESULTS.mkdir(exist_ok=True)
     doc = {
         "repeats": args.repeats,
         "cpu_count": os.cpu_count(),
         "total_seconds": round(total, 1),
         "rows": rows,
     }
-    atomic_write(RESULTS / "trace_speed.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n"))
-    atomic_write(RESULTS / "trace_speed.md", lambda tmp: tmp.write_text(markdown(rows, total, args.repeats)))
+    write_results("trace_speed", doc, markdown(rows, total, args.repeats))
     print(table(rows))
     print(f"\ntotal {total:.0f} s")
 
