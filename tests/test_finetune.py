@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from plain_ultralytics import run_without_yoloprune
 from tiny_training import TRAIN, train_baseline
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import callbacks
@@ -49,10 +48,9 @@ def setup(tmp_path_factory) -> dict:
 def _read_back_without_yoloprune(path: Path, cwd: Path) -> dict:
     """Load `path` with plain `ultralytics.YOLO` in a process where yoloprune cannot be imported, predict
     once, and return its parameter count and conv widths."""
-    script = textwrap.dedent(
+    out = run_without_yoloprune(
         """
-        import json, sys
-        sys.modules["yoloprune"] = None  # any pickled reference to yoloprune now fails to load
+        import json
         import numpy as np
         from torch import nn
         from ultralytics import YOLO
@@ -61,19 +59,11 @@ def _read_back_without_yoloprune(path: Path, cwd: Path) -> dict:
         net = model.model
         widths = {n: m.out_channels for n, m in net.named_modules() if isinstance(m, nn.Conv2d)}
         print(json.dumps({"params": sum(p.numel() for p in net.parameters()), "widths": widths}))
-        """
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    run = subprocess.run(
-        [sys.executable, "-c", script, str(path)],
+        """,
+        path,
         cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_pruned_widths_survive_training_saving_and_plain_reloading(setup) -> None:

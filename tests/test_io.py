@@ -2,14 +2,12 @@
 
 import errno
 import os
-import subprocess
-import sys
-import textwrap
 from copy import deepcopy
 from pathlib import Path
 
 import pytest
 import torch
+from plain_ultralytics import run_without_yoloprune
 from torch import nn
 from ultralytics import YOLO
 from ultralytics.utils.patches import torch_load
@@ -150,10 +148,8 @@ def test_saved_checkpoint_keeps_source_train_args(tmp_path, yolov8n):
 
 def test_saved_checkpoint_loads_and_predicts_without_yoloprune(tmp_path, yolov8n):
     path = save_checkpoint(yolov8n.model, tmp_path / "m.pt", meta={"note": "pruned"})
-    script = textwrap.dedent(
+    out = run_without_yoloprune(
         """
-        import sys
-        sys.modules["yoloprune"] = None  # any pickled reference to yoloprune now fails to load
         import numpy as np
         from ultralytics import YOLO
         try:
@@ -165,19 +161,11 @@ def test_saved_checkpoint_loads_and_predicts_without_yoloprune(tmp_path, yolov8n
         model = YOLO(sys.argv[1])
         results = model.predict(np.zeros((64, 64, 3), dtype=np.uint8), imgsz=64, verbose=False)
         print("OK", model.task, type(model.model).__name__, len(results), model.ckpt["yoloprune"]["note"])
-        """
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    run = subprocess.run(
-        [sys.executable, "-c", script, str(path)],
+        """,
+        path,
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["OK", "detect", "DetectionModel", "1", "pruned"]
+    assert out.split() == ["OK", "detect", "DetectionModel", "1", "pruned"]
 
 
 def test_save_strips_hooks_from_the_copy_only(tmp_path):

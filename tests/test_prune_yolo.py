@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from plain_ultralytics import run_without_yoloprune
 
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.explain import naive_breaks
@@ -152,15 +151,17 @@ def test_saved_checkpoint_loads_in_plain_ultralytics(v8n, tmp_path):
     plan = tmp_path / "plan.json"
     plan.write_text(r.plan_json())
     assert verify("yolov8n.yaml", path, plan.read_text()).ok
-    code = (
-        "import sys; sys.modules['yoloprune'] = None\n"
-        "import torch\nfrom ultralytics import YOLO\n"
-        f"m = YOLO(r'{path}')\n"
-        "print(sum(p.numel() for p in m.model.parameters()))\n"
-        "m.model.eval()(torch.zeros(1, 3, 64, 64))\n"
+    out = run_without_yoloprune(
+        """
+        import torch
+        from ultralytics import YOLO
+        m = YOLO(sys.argv[1])
+        print(sum(p.numel() for p in m.model.parameters()))
+        m.model.eval()(torch.zeros(1, 3, 64, 64))
+        """,
+        path,
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert int(out.stdout.strip().splitlines()[-1]) == r.params[1]
+    assert int(out.strip().splitlines()[-1]) == r.params[1]
 
 
 def test_verify_rejects_a_model_that_does_not_match_its_plan(tmp_path):
