@@ -6,7 +6,7 @@ export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 
-.PHONY: install demo test test-slow lint coverage bench
+.PHONY: install demo test test-slow lint coverage bench accuracy
 
 $(BIN)/yoloprune: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,3 +35,8 @@ bench: install
 	$(BIN)/pip install -q -e ".[bench]"
 	PYTHONPATH=src $(BIN)/python benchmarks/trace_speed.py
 	PYTHONPATH=src $(BIN)/python benchmarks/latency.py
+
+# The accuracy benchmark trains models: about 10 minutes with ARGS=--quick, about an hour without.
+accuracy: install
+	$(BIN)/pip install -q -e ".[bench]"
+	PYTHONPATH=src $(BIN)/python benchmarks/accuracy.py $(ARGS)

@@ -40,6 +40,7 @@ os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/yoloprune-bench/ultralytics")
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
 
 import torch
+from _torch_pruning import magnitude_pruner, split_free
 from torch import nn
 
 MODELS = tuple(f"yolov8{s}.yaml" for s in "nsmlx")
@@ -124,42 +125,6 @@ def yoloprune_ops(model: nn.Module) -> tuple[dict[str, Op], Callable[[], dict]]:
     return ops, info
 
 
-def _half(conv: nn.Module, rows: slice) -> nn.Module:
-    """A copy of an Ultralytics Conv (conv + bn + act) keeping only output channels `rows`."""
-    half = copy.deepcopy(conv)
-    half.conv.weight = nn.Parameter(conv.conv.weight[rows].clone())
-    half.conv.out_channels = half.conv.weight.shape[0]
-    half.bn.weight, half.bn.bias = (nn.Parameter(p[rows].clone()) for p in (conv.bn.weight, conv.bn.bias))
-    half.bn.running_mean, half.bn.running_var = conv.bn.running_mean[rows], conv.bn.running_var[rows]
-    half.bn.num_features = half.conv.out_channels
-    return half
-
-
-class SplitFreeC2f(nn.Module):
-    """C2f computed without `chunk`: `cv1` becomes two convs, one per half (Torch-Pruning's YOLOv8 recipe)."""
-
-    def __init__(self, c2f: nn.Module) -> None:
-        super().__init__()
-        self.cv0, self.cv1 = _half(c2f.cv1, slice(None, c2f.c)), _half(c2f.cv1, slice(c2f.c, None))
-        self.m, self.cv2 = c2f.m, c2f.cv2
-        for attr in ("i", "f", "type", "np"):  # what Ultralytics' forward and summaries read
-            setattr(self, attr, getattr(c2f, attr))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = [self.cv0(x), self.cv1(x)]  # 2 x (B, c, H, W), as cv1(x).chunk(2, 1)
-        y.extend(m(y[-1]) for m in self.m)
-        return self.cv2(torch.cat(y, 1))
-
-
-def split_free(model: nn.Module) -> nn.Module:
-    from ultralytics.nn.modules import C2f
-
-    for i, block in enumerate(model.model):
-        if type(block) is C2f:
-            model.model[i] = SplitFreeC2f(block)
-    return model
-
-
 def _error(e: Exception) -> str:
     tb = e.__traceback__
     while tb.tb_next is not None:
@@ -180,18 +145,11 @@ def torch_pruning_ops(stock: nn.Module) -> tuple[dict[str, Op], Callable[[], dic
     """Torch-Pruning's timed ops, following its YOLOv8 example, and a function describing what
     it does on the stock model and the 50% result of the example's recipe."""
     import torch_pruning as tp
-    from ultralytics.nn.modules import Detect
 
     x = torch.randn(*TP_INPUT, generator=torch.Generator().manual_seed(0))
 
     def pruner(model: nn.Module) -> tp.pruner.MetaPruner:
-        return tp.pruner.MagnitudePruner(
-            model,
-            x,
-            importance=tp.importance.GroupMagnitudeImportance(p=2),
-            pruning_ratio=0.5,
-            ignored_layers=[m for m in model.modules() if isinstance(m, Detect)],
-        )
+        return magnitude_pruner(model, x, 0.5)
 
     def graph(model: nn.Module, inputs: torch.Tensor) -> None:
         tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)

@@ -1,0 +1,381 @@
+"""Does pruning pay? A larger model pruned to a smaller one's FLOPs against that smaller model trained
+from scratch, against Torch-Pruning 1.6.1, and against masking, on the generated digits set.
+
+Scope: seven runs on the same data, each with its training budget in epochs written beside it:
+- `large`: the larger model trained from scratch for E epochs (the parent of every pruned run);
+- `small`: the smaller reference model trained from scratch for E + F epochs (as many epochs as
+  the parent and its fine-tuning together: the bar a pruned model has to clear);
+- `yoloprune*`: the parent pruned by `yoloprune run` (iterative schedule, S steps, widths in
+  multiples of 8) to the small model's FLOPs, fine-tuned F epochs in all (F / S after each step):
+  `yoloprune` with its recommended Taylor criterion and global allocation (its steps set the FLOPs
+  every other pruned run aims at), `yoloprune-l2` with Torch-Pruning's L2 magnitude and one ratio
+  for every group (so what differs from Torch-Pruning is what each tool can prune), and
+  `yoloprune-l2-distill`, the same with yoloprune's head distillation from the parent;
+- `torch-pruning`: the same schedule and fine-tuning with Torch-Pruning 1.6.1 following its
+  YOLOv8 example (C2f rewritten without its split, group L2 magnitude, one uniform ratio, Detect
+  ignored); each step's ratio is bisected so the step reaches the same FLOPs as yoloprune's;
+- `masked`: the seed's approach: the parent with the channels a one-shot yoloprune plan removes
+  zeroed instead of removed (not fine-tuned); it shows what masking gives at run time.
+Fine-tuning is Ultralytics' trainer for both pruning tools (yoloprune's `finetune`), with the same
+arguments. Accuracy (mAP50-95, mAP50, P, R) is Ultralytics validation on the val split at the
+training size; params, FLOPs and ONNX Runtime CPU latency (1 thread and all threads, models timed
+in turn) at 640x640, where deployment happens. Each finished run is kept in the work folder, so
+an interrupted benchmark continues where it stopped. Results: benchmarks/results/accuracy{,-quick}
+.{json,md,png}.
+
+Run (from the repository root; needs the `bench` extra: pip install torch-pruning==1.6.1):
+    PYTHONPATH=src .venv/bin/python benchmarks/accuracy.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported
+os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/yoloprune-bench/ultralytics")
+os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
+
+import torch
+from _results import RESULTS, write_results
+from _torch_pruning import magnitude_pruner, merge_back, split_free
+
+from yoloprune import prune
+from yoloprune._atomic import atomic_write
+from yoloprune.bench.stats import count_flops
+from yoloprune.bench.table import pyplot, save_figure
+from yoloprune.pruning.verify import masked_copy
+from yoloprune.yolo.data import make_digits
+from yoloprune.yolo.evaluate import bench
+from yoloprune.yolo.finetune import evaluate, finetune
+from yoloprune.yolo.io import _quiet, load_model, save_checkpoint
+from yoloprune.yolo.recipe import recipe_from_dict
+from yoloprune.yolo.schedule import run
+
+WORK = Path(__file__).parent / "work"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything that sizes the benchmark."""
+
+    large: str
+    small: str
+    images: int  # generated digits scenes, 20% of them val
+    imgsz: int  # training and validation size
+    epochs: int  # E: the parent's training from scratch
+    finetune: int  # F: fine-tuning epochs of each pruned run, in all
+    steps: int  # S: pruning steps, F / S fine-tuning epochs after each
+    batch: int
+    runs: int  # timed ONNX Runtime runs per model (median kept)
+
+
+FULL = Setup("yolov8s.yaml", "yolov8n.yaml", 1000, 96, 40, 20, 4, 16, 30)
+QUICK = Setup("yolov8s.yaml", "yolov8n.yaml", 400, 96, 12, 6, 2, 16, 10)
+# yoloprune's runs: name -> (criterion, allocation, distilled from the parent). The first is its
+# recommended setting and sets the FLOPs of every step; the second uses Torch-Pruning's criterion
+# and allocation, so what differs is what each tool can prune (C2f natively, the Detect head's inner
+# convs); the third adds yoloprune's head distillation (the parent as teacher) to the second.
+VARIANTS = {
+    "yoloprune": ("taylor", "global", False),
+    "yoloprune-l2": ("l2", "local", False),
+    "yoloprune-l2-distill": ("l2", "local", True),
+}
+LATENCY_IMGSZ = 640
+
+
+def train_args(s: Setup) -> dict:
+    """Ultralytics training arguments shared by every run."""
+    return {
+        "imgsz": s.imgsz,
+        "batch": s.batch,
+        "workers": 2,
+        "seed": 0,
+        "deterministic": True,
+        "plots": False,
+    }
+
+
+def from_scratch(cfg: str, data: Path, epochs: int, folder: Path, s: Setup) -> Path:
+    """Train the YAML `cfg` from scratch; return its best checkpoint."""
+    from ultralytics import YOLO
+
+    with _quiet():
+        YOLO(cfg).train(
+            data=str(data), epochs=epochs, project=str(folder), name="train", exist_ok=True, **train_args(s)
+        )
+    return folder / "train" / "weights" / "best.pt"
+
+
+def run_yoloprune(parent: Path, data: Path, target: float, folder: Path, s: Setup, variant: str) -> Path:
+    """`yoloprune run`: iterative, widths in multiples of 8, the criterion and allocation of `variant`."""
+    importance, allocation, distill = VARIANTS[variant]
+    recipe = recipe_from_dict(
+        {
+            "version": 1,
+            "schedule": "iterative",
+            "model": str(parent),
+            "data": str(data),
+            "target_flops": target,
+            "steps": s.steps,
+            "epochs": s.finetune // s.steps,
+            "importance": importance,
+            "allocation": allocation,
+            "round_to": 8,
+            "train": train_args(s),
+            "teacher": str(parent) if distill else None,
+        }
+    )
+    out = folder / "run"
+    return run(recipe, out, resume=out.exists(), log=lambda line: print("   ", line, flush=True)).final
+
+
+def tp_step(model: torch.nn.Module, ratio: float, inputs: torch.Tensor) -> torch.nn.Module:
+    """One Torch-Pruning step at a uniform `ratio`, on a copy, back in stock Ultralytics modules."""
+    rewritten = split_free(copy.deepcopy(model)).train()
+    for p in rewritten.parameters():
+        p.requires_grad_(True)  # as the example does: every parameter trainable
+    magnitude_pruner(rewritten, inputs, ratio).step()
+    x = torch.rand(inputs.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        split = rewritten.eval()(x)[0]
+        merged = merge_back(rewritten)
+        assert torch.allclose(merged(x)[0], split, atol=1e-4), "merging C2f's halves back changed the outputs"
+    return merged
+
+
+def tp_to_flops(model: torch.nn.Module, goal: int, inputs: torch.Tensor) -> tuple[torch.nn.Module, float]:
+    """The Torch-Pruning step whose ratio, bisected, lands closest to `goal` FLOPs."""
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        pruned = tp_step(model, mid, inputs)
+        flops = count_flops(pruned, (inputs,))
+        if best is None or abs(flops - goal) < abs(best[1] - goal):
+            best = (pruned, flops, mid)
+        lo, hi = (mid, hi) if flops > goal else (lo, mid)
+    return best[0], best[2]
+
+
+def run_torch_pruning(
+    parent: Path, data: Path, goals: list[int], folder: Path, s: Setup
+) -> tuple[Path, dict[str, list]]:
+    """Torch-Pruning's recipe, step by step to the same FLOPs as yoloprune's steps, same fine-tuning."""
+    inputs = torch.zeros(1, 3, s.imgsz, s.imgsz)
+    current, ratios = parent, []
+    for i, goal in enumerate(goals, 1):
+        loaded = load_model(current)
+        pruned, ratio = tp_to_flops(loaded.model, goal, inputs)
+        ratios.append(round(ratio, 4))
+        step = save_checkpoint(pruned, folder / f"step{i}.pt", source_ckpt=loaded.ckpt)
+        print(f"    step {i}/{len(goals)}: uniform ratio {ratio:.3f}, then fine-tuning", flush=True)
+        tuned = finetune(
+            step, data, s.finetune // s.steps, verbose=False, project=str(folder), name=f"step{i}",
+            exist_ok=True, **train_args(s),
+        )  # fmt: skip
+        current = tuned.best
+    return current, {"ratios": ratios}
+
+
+def run_masked(parent: Path, data: Path, target: float, folder: Path, s: Setup) -> Path:
+    """The parent with a one-shot yoloprune plan's channels zeroed, not removed."""
+    result = prune(
+        str(parent), target_flops=target, importance=VARIANTS["yoloprune"][0],
+        allocation=VARIANTS["yoloprune"][1], round_to=8, data=data,
+        calib_imgsz=s.imgsz,
+    )  # fmt: skip
+    masked = masked_copy(result.original, result.analysis.graph, result.plan.removed)
+    return save_checkpoint(masked, folder / "masked.pt", source_ckpt=result.analysis.ckpt)
+
+
+def cached(folder: Path, make: Callable[[], dict]) -> dict:
+    """`make()` once: its result is kept as folder/done.json, and read back on later runs."""
+    done = folder / "done.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result = make()
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    atomic_write(done, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+    return result
+
+
+def flops_of(checkpoint: str | Path, imgsz: int) -> int:
+    return count_flops(load_model(checkpoint).model, (torch.zeros(1, 3, imgsz, imgsz),))
+
+
+def measure(s: Setup, work: Path) -> dict:
+    """Train, prune and fine-tune every run (or read the finished ones back), then time them all."""
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "digits").exists():
+        make_digits(work / "digits", images=s.images, imgsz=s.imgsz, seed=0)
+    data = work / "digits" / "data.yaml"
+    e, f = s.epochs, s.finetune
+    runs: dict[str, dict] = {}
+
+    def arm(name: str, what: str, epochs: int, make: Callable[[Path], Path | tuple[Path, dict]]) -> None:
+        print(f"[{len(runs) + 1}/{4 + len(VARIANTS)}] {name}: {what}", flush=True)
+
+        def record() -> dict:
+            made = make(work / name)
+            checkpoint, extra = made if isinstance(made, tuple) else (made, {})
+            return {"checkpoint": str(checkpoint), "epochs": epochs, **extra}
+
+        runs[name] = cached(work / name, record)
+        print(f"    done in {runs[name]['seconds']:.0f} s", flush=True)
+
+    arm("large", f"{s.large} from scratch, {e} epochs", e, lambda out: from_scratch(s.large, data, e, out, s))
+    arm(
+        "small",
+        f"{s.small} from scratch, {e + f} epochs",
+        e + f,
+        lambda out: from_scratch(s.small, data, e + f, out, s),
+    )
+    parent = Path(runs["large"]["checkpoint"])
+    target = flops_of(runs["small"]["checkpoint"], s.imgsz) / flops_of(parent, s.imgsz)
+    for variant in VARIANTS:
+        what = f"{_setting(variant)}: to {target:.3f} of the FLOPs in {s.steps} steps, {f} epochs"
+        arm(variant, what, e + f, lambda out, v=variant: run_yoloprune(parent, data, target, out, s, v))
+    history = json.loads((work / "yoloprune" / "run" / "history.json").read_text())
+    goals = [row["flops"] for row in history["steps"] if row["kind"] == "prune"]
+    what = f"the same steps' FLOPs with Torch-Pruning {version('torch-pruning')}"
+    arm("torch-pruning", what, e + f, lambda out: run_torch_pruning(parent, data, goals, out, s))
+    what = "the parent with a one-shot plan's channels zeroed (no fine-tuning)"
+    arm("masked", what, e, lambda out: run_masked(parent, data, target, out, s))
+
+    print("validating every run, then timing them in ONNX Runtime", flush=True)
+    for r in runs.values():
+        r["accuracy"] = asdict(evaluate(r["checkpoint"], data, imgsz=s.imgsz))
+    checkpoints = [r["checkpoint"] for r in runs.values()]
+    b = bench(checkpoints, imgsz=LATENCY_IMGSZ, runs=s.runs, warmup=3, tensorrt=False)
+    for r, row in zip(runs.values(), b.rows, strict=True):
+        r.update(params=row.params, flops=row.flops)
+        r["latency"] = {k: t.as_json() for k, t in row.latency.items() if t}
+    return {"setup": asdict(s), "target_flops": target, "runs": runs, "bench": b.settings, "history": history}
+
+
+def _setting(variant: str) -> str:
+    importance, allocation, distill = VARIANTS[variant]
+    return f"{importance}, {allocation}" + (", distilled" if distill else "")
+
+
+TITLES = {
+    "large": "{large} from scratch",
+    "small": "{small} from scratch",
+    **{v: f"{{large}} pruned by yoloprune ({_setting(v)})" for v in VARIANTS},
+    "torch-pruning": "{large} pruned by Torch-Pruning",
+    "masked": "{large} masked (seed approach)",
+}
+
+
+def _ms(r: dict, key: str) -> float | None:
+    return r["latency"][key]["median_ms"] if key in r.get("latency", {}) else None
+
+
+def markdown(doc: dict, command: str) -> str:
+    s, runs = doc["setup"], doc["runs"]
+    base = runs["large"]
+    one, every = (_ms(base, k) for k in ("ort_cpu_1_thread", "ort_cpu_all_threads"))
+    lines = [
+        "| run | epochs | mAP50-95 | mAP50 | P | R | params | GFLOPs | FLOPs cut | 1 thread ms | speed-up "
+        "| all threads ms | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in runs.items():
+        a, t1, ta = r["accuracy"], _ms(r, "ort_cpu_1_thread"), _ms(r, "ort_cpu_all_threads")
+        cells = [
+            TITLES[name].format(**s), str(r["epochs"]),
+            *(f"{a[k]:.3f}" for k in ("map50_95", "map50", "precision", "recall")),
+            f"{r['params'] / 1e6:.2f} M", f"{r['flops'] / 1e9:.2f}", f"{base['flops'] / r['flops']:.2f}x",
+            f"{t1:.1f}", f"{one / t1:.2f}x", f"{ta:.1f}", f"{every / ta:.2f}x",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(
+        [
+            f"# Accuracy at equal FLOPs: {s['large']} pruned to {s['small']}'s FLOPs"
+            + (" (quick mode)" if doc["quick"] else ""),
+            "",
+            *lines,
+            "",
+            *(f"- {line}" for line in goals(doc)),
+            "",
+            f"Digits detection set ({s['images']} images, 20% val, {s['imgsz']}x{s['imgsz']}); training and "
+            f"validation at {s['imgsz']}; epochs are each run's training budget in all (the pruned runs: "
+            f"{s['epochs']} for the parent plus {s['finetune']} of fine-tuning, "
+            f"{s['finetune'] // s['steps']} after each of {s['steps']} pruning steps; yoloprune's widths in "
+            "multiples of 8). Params, FLOPs and latency at 640x640. " + doc["bench"]["summary"],
+            f"Torch-Pruning {doc['torch_pruning']}'s uniform ratio in each step: "
+            f"{runs['torch-pruning']['ratios']}.",
+            f"Total {doc['seconds'] / 60:.1f} min on {os.cpu_count()} CPUs. Command: `{command}`.",
+            "",
+        ]
+    )
+
+
+def goals(doc: dict) -> list[str]:
+    """The benchmark's two goals, each met or not, with the numbers."""
+    runs = doc["runs"]
+    out = []
+    for variant, rival in itertools.product(VARIANTS, ("small", "torch-pruning")):
+        yp, r = runs[variant], runs[rival]
+        ours, theirs = yp["accuracy"]["map50_95"], r["accuracy"]["map50_95"]
+        verdict = "beats" if ours > theirs else "does not beat (goal not met)"
+        us, them = (TITLES[k].format(**doc["setup"]) for k in (variant, rival))
+        out.append(
+            f"{us} {verdict} {them}: mAP50-95 {ours:.3f} vs {theirs:.3f} "
+            f"at {yp['flops'] / 1e9:.2f} vs {r['flops'] / 1e9:.2f} GFLOPs."
+        )
+    return out
+
+
+def plot(doc: dict, path: Path) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    titles = (("flops", "GFLOPs at 640"), ("ort_cpu_1_thread", "ms, ORT CPU 1 thread"))
+    for ax, (key, label) in zip(axes, titles, strict=True):
+        for name, r in doc["runs"].items():
+            x = r["flops"] / 1e9 if key == "flops" else _ms(r, key)
+            ax.scatter(x, r["accuracy"]["map50_95"], s=40)
+            ax.annotate(name, (x, r["accuracy"]["map50_95"]), textcoords="offset points", xytext=(5, 4))
+        ax.set_xlabel(label)
+        ax.set_ylabel("mAP50-95 (val)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{doc['setup']['large']} pruned to {doc['setup']['small']}'s FLOPs, digits set")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a small setup that finishes in about 10 minutes")
+    ap.add_argument(
+        "--work", type=Path, help="folder for datasets and runs (benchmarks/work/accuracy[-quick])"
+    )
+    ap.add_argument("--fresh", action="store_true", help="delete the work folder first instead of continuing")
+    args = ap.parse_args()
+    name = "accuracy-quick" if args.quick else "accuracy"
+    work = args.work or WORK / name
+    if args.fresh:
+        shutil.rmtree(work, ignore_errors=True)
+    start = time.perf_counter()
+    doc = measure(QUICK if args.quick else FULL, work)
+    doc.update(quick=args.quick, torch_pruning=version("torch-pruning"), seconds=time.perf_counter() - start)
+    command = "PYTHONPATH=src .venv/bin/python benchmarks/accuracy.py" + (" --quick" if args.quick else "")
+    text = markdown(doc, command)
+    write_results(name, doc, text)
+    plot(doc, RESULTS / f"{name}.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The benchmarks' own helpers that decide what a comparison measures (no torch-pruning needed)."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+
+from _torch_pruning import SplitFreeC2f, merge_back, split_free
+
+from yoloprune.yolo.io import load_model
+
+
+@pytest.fixture(scope="module")
+def yolov8n():
+    return load_model("yolov8n.yaml").model.eval()
+
+
+def test_split_free_rewrite_and_merge_back_keep_the_outputs_and_the_modules(yolov8n):
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = yolov8n(x)[0]
+        rewritten = split_free(copy.deepcopy(yolov8n))
+        assert sum(isinstance(b, SplitFreeC2f) for b in rewritten.model) == 8
+        assert torch.allclose(rewritten(x)[0], expected, atol=1e-5)
+        merged = merge_back(rewritten)
+        assert [type(b) for b in merged.model] == [type(b) for b in yolov8n.model]
+        assert torch.allclose(merged(x)[0], expected, atol=1e-5)
+    original = dict(yolov8n.state_dict())
+    assert {k: v.shape for k, v in merged.state_dict().items()} == {k: v.shape for k, v in original.items()}
+
+
+def test_merge_back_refuses_halves_of_different_widths(yolov8n):
+    rewritten = split_free(copy.deepcopy(yolov8n))
+    block = next(b for b in rewritten.model if isinstance(b, SplitFreeC2f))
+    block.cv0.conv.out_channels -= 1  # as if a tool had pruned one half alone
+    with pytest.raises(RuntimeError, match="halves of cv1"):
+        merge_back(rewritten)
+    assert rewritten.model[block.i] is block  # left as it was, not half merged
