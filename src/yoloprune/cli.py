@@ -15,6 +15,8 @@
                        [--distill-weight W]
     yoloprune run (RECIPE.yaml | --schedule oneshot|iterative|layerwise --model BASELINE.pt --data DATA.yaml
                   ... [KEY=VALUE ...]) --out DIR [--resume] [--verbose]
+    yoloprune compare (RECIPE.yaml | the recipe flags of run ...) [--criteria NAME ...] --out DIR [--resume]
+                      [--imgsz N] [--runs N] [--warmup N] [--verbose]
     yoloprune bench MODEL [MODEL ...] [--data DATA.yaml] [--imgsz N] [--runs N] [--warmup N] [--batch N]
                     [--simplify] [--out FILE.md] [--json FILE] [--plot FILE.png]
     yoloprune sensitivity MODEL --data DATA.yaml [--blocks ...] [--layers ...] [--exclude ...]
@@ -43,6 +45,7 @@ from yoloprune.pruning.plan import select_groups
 
 if TYPE_CHECKING:
     from yoloprune.yolo.api import PruneResult
+    from yoloprune.yolo.recipe import Recipe
 
 
 def _emit(data: str | bytes, out: str | None) -> None:
@@ -304,17 +307,42 @@ _RECIPE_FLAGS = (
 )  # fmt: skip
 
 
+def _recipe(args: argparse.Namespace) -> Recipe | None:
+    """The recipe of `run` and `compare`: a YAML among the words, or the recipe flags."""
+    from yoloprune.yolo.recipe import recipe_from_cli
+
+    return recipe_from_cli(args.items, {k: getattr(args, k) for k in _RECIPE_FLAGS})
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
 def _run(args: argparse.Namespace) -> int:
     from yoloprune.yolo.history import render_history
-    from yoloprune.yolo.recipe import recipe_from_cli
     from yoloprune.yolo.schedule import run
 
-    recipe = recipe_from_cli(args.items, {k: getattr(args, k) for k in _RECIPE_FLAGS})
-    result = run(
-        recipe, args.out, resume=args.resume, log=lambda line: print(line, flush=True), verbose=args.verbose
-    )
+    result = run(_recipe(args), args.out, resume=args.resume, log=_log, verbose=args.verbose)
     print(render_history(result.history))
     print(f"result {result.final}; history {Path(args.out) / 'history'}.json, .csv, .png")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from yoloprune.yolo.compare import compare
+
+    c = compare(
+        _recipe(args),
+        args.criteria,
+        args.out,
+        resume=args.resume,
+        imgsz=args.imgsz,
+        runs=args.runs,
+        warmup=args.warmup,
+        log=_log,
+        verbose=args.verbose,
+    )
+    print(c.bench.gains_markdown(c.labels, "criterion"), end="")
     return 0
 
 
@@ -383,6 +411,36 @@ def _ratio(text: str) -> float | str:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a fraction such as 0.5, or auto; got {text!r}") from None
+
+
+def _recipe_flags(s: argparse.ArgumentParser) -> None:
+    """The recipe as a YAML or as flags (`_RECIPE_FLAGS`), shared by `run` and `compare`."""
+    s.add_argument("items", nargs="*", metavar="RECIPE.yaml|KEY=VALUE", help="a recipe, or train keys")
+    s.add_argument("--verbose", action="store_true", help="also show Ultralytics' training output")
+    s.add_argument("--schedule", choices=("oneshot", "iterative", "layerwise"))
+    s.add_argument("--model", metavar="BASELINE.pt", help="the trained, unpruned model")
+    s.add_argument("--data", metavar="DATA.yaml", help="dataset YAML for fine-tuning and validation")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--ratio", type=_ratio, metavar="R|auto", help="fraction of channels to remove")
+    how.add_argument("--target-flops", type=float, metavar="F", help="keep this fraction of the FLOPs")
+    how.add_argument("--target-params", type=float, metavar="F", help="keep this fraction of the params")
+    s.add_argument("--steps", type=int, metavar="N", help="iterative: steps to reach the target")
+    s.add_argument("--layers", nargs="+", metavar="I|PATH[:R]", help="layerwise: blocks or layers, in order")
+    s.add_argument("--epochs", type=int, metavar="E", help="fine-tune epochs after each pruning step")
+    s.add_argument("--final-epochs", type=int, metavar="F", help="fine-tune epochs at the end")
+    s.add_argument("--max-drop", type=float, metavar="D", help="iterative: stop when mAP50-95 falls more")
+    s.add_argument("--blocks", nargs="+", type=int, metavar="I", help="oneshot/iterative: prune only these")
+    s.add_argument("--exclude", nargs="+", metavar="PATH", help="layers never to prune")
+    s.add_argument("--importance", choices=sorted(CRITERIA), help="channel ranking (l1)")
+    s.add_argument("--global", dest="allocation", action="store_const", const="global", help="global ranking")
+    s.add_argument("--aggregation", choices=[a.value for a in Aggregation])
+    s.add_argument("--round-to", type=int, metavar="N")
+    s.add_argument("--max-ratio", type=float, metavar="R")
+    s.add_argument("--min-channels", type=int, metavar="N")
+    s.add_argument("--calib-images", type=int, metavar="N")
+    s.add_argument("--teacher", metavar="ORIGINAL.pt", help="distill the head outputs of this model")
+    s.add_argument("--distill-weight", type=float, metavar="W")
+    s.add_argument("--seed", type=int)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -495,35 +553,28 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "run", help="prune and fine-tune on a schedule (oneshot|iterative|layerwise), resumable"
     )
-    s.add_argument("items", nargs="*", metavar="RECIPE.yaml|KEY=VALUE", help="a recipe, or train keys")
     s.add_argument("--out", required=True, metavar="DIR", help="the run folder (new, or the one to resume)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out after its last step")
-    s.add_argument("--verbose", action="store_true", help="also show Ultralytics' training output")
-    s.add_argument("--schedule", choices=("oneshot", "iterative", "layerwise"))
-    s.add_argument("--model", metavar="BASELINE.pt", help="the trained, unpruned model")
-    s.add_argument("--data", metavar="DATA.yaml", help="dataset YAML for fine-tuning and validation")
-    how = s.add_mutually_exclusive_group()
-    how.add_argument("--ratio", type=_ratio, metavar="R|auto", help="fraction of channels to remove")
-    how.add_argument("--target-flops", type=float, metavar="F", help="keep this fraction of the FLOPs")
-    how.add_argument("--target-params", type=float, metavar="F", help="keep this fraction of the params")
-    s.add_argument("--steps", type=int, metavar="N", help="iterative: steps to reach the target")
-    s.add_argument("--layers", nargs="+", metavar="I|PATH[:R]", help="layerwise: blocks or layers, in order")
-    s.add_argument("--epochs", type=int, metavar="E", help="fine-tune epochs after each pruning step")
-    s.add_argument("--final-epochs", type=int, metavar="F", help="fine-tune epochs at the end")
-    s.add_argument("--max-drop", type=float, metavar="D", help="iterative: stop when mAP50-95 falls more")
-    s.add_argument("--blocks", nargs="+", type=int, metavar="I", help="oneshot/iterative: prune only these")
-    s.add_argument("--exclude", nargs="+", metavar="PATH", help="layers never to prune")
-    s.add_argument("--importance", choices=sorted(CRITERIA), help="channel ranking (l1)")
-    s.add_argument("--global", dest="allocation", action="store_const", const="global", help="global ranking")
-    s.add_argument("--aggregation", choices=[a.value for a in Aggregation])
-    s.add_argument("--round-to", type=int, metavar="N")
-    s.add_argument("--max-ratio", type=float, metavar="R")
-    s.add_argument("--min-channels", type=int, metavar="N")
-    s.add_argument("--calib-images", type=int, metavar="N")
-    s.add_argument("--teacher", metavar="ORIGINAL.pt", help="distill the head outputs of this model")
-    s.add_argument("--distill-weight", type=float, metavar="W")
-    s.add_argument("--seed", type=int)
+    _recipe_flags(s)
     s.set_defaults(run=_run)
+
+    s = sub.add_parser(
+        "compare", help="run one recipe once per importance criterion, then one table and plot of them all"
+    )
+    s.add_argument("--out", required=True, metavar="DIR", help="the comparison folder (new, or to resume)")
+    s.add_argument("--resume", action="store_true", help="skip finished criteria, continue the rest")
+    s.add_argument(
+        "--criteria",
+        nargs="+",
+        metavar="NAME",
+        help="importance criteria, run in this order (default: the seed's four methods, act-maxweight "
+        f"act-medoid act-maxgamma bn); choose from {', '.join(sorted(CRITERIA))}",
+    )
+    s.add_argument("--imgsz", type=int, metavar="N", help="benchmark image size (default: the runs' size)")
+    s.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs per model, median kept (50)")
+    s.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed runs first (10)")
+    _recipe_flags(s)
+    s.set_defaults(run=_compare)
 
     s = sub.add_parser("bench", help="params, FLOPs, size, latency and mAP of models side by side")
     s.add_argument(

@@ -15,7 +15,7 @@ from typing import TextIO, TypeVar
 T = TypeVar("T")
 
 
-def _clock(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     """`75.4` -> "1:15"; `3725` -> "1:02:05"."""
     m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)
@@ -51,12 +51,18 @@ class Progress:
     def start(self, what: str) -> None:
         """Step `step + 1` of `total` begins: print which, the time so far and an estimate of the rest."""
         elapsed = self.clock() - self.started
-        eta = f", about {_clock(elapsed / self.step * (self.total - self.step))} left" if self.step else ""
+        eta = (
+            f", about {format_duration(elapsed / self.step * (self.total - self.step))} left"
+            if self.step
+            else ""
+        )
         self.step += 1
-        self._print(f"{self.title} [{self.step}/{self.total}] {what} (elapsed {_clock(elapsed)}{eta})")
+        self._print(
+            f"{self.title} [{self.step}/{self.total}] {what} (elapsed {format_duration(elapsed)}{eta})"
+        )
 
     def done(self) -> None:
-        self._print(f"{self.title}: {self.step} steps in {_clock(self.clock() - self.started)}")
+        self._print(f"{self.title}: {self.step} steps in {format_duration(self.clock() - self.started)}")
 
     def _print(self, line: str) -> None:
         if self.enabled:

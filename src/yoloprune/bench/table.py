@@ -1,15 +1,17 @@
 """Models side by side: size, cost, latency and accuracy, each with its ratio to the first model, as
-Markdown, JSON and a plot (latency and mAP against FLOPs).
+Markdown, JSON and a plot (latency and mAP against FLOPs); and the gains table of a comparison
+(accuracy, speed-up, FLOPs reduction, sparsity against the first model) with its plot.
 
 Scope: plain data in, text and pictures out; the numbers are measured by `yolo.evaluate.bench`.
-A ratio is this model's value over the first model's (0.50x: half the FLOPs, or half the time).
+A ratio is this model's value over the first model's (0.50x: half the FLOPs, or half the time);
+a gain is the other way round (2.00x: half the FLOPs, or twice as fast).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,9 @@ LATENCIES = {  # JSON key -> column title
 
 
 ACCURACY_TITLES = {"map50_95": "mAP50-95", "map50": "mAP50", "precision": "P", "recall": "R"}
+
+GAIN_TITLES = {"speed_up": "speed-up", "flops_reduction": "FLOPs reduction", "sparsity": "sparsity"}
+SPEED_KEY = "ort_cpu_1_thread"  # the latency a gains table reports and its speed-up is measured on
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,103 @@ class Bench:
             k: (v / first[k] if v is not None and first.get(k) else None) for k, v in row.values().items()
         }
 
-    def to_json(self) -> str:
+    def gains(self, row: Measurement) -> dict[str, float | None]:
+        """What `row` gains over the first model, per GAIN_TITLES key: `speed_up` (the first's latency
+        over this one's, ONNX Runtime CPU 1 thread), `flops_reduction` (the first's FLOPs over this
+        one's) and `sparsity` (the fraction of the first's params removed); None where not measured.
+
+        Example:
+            >>> b.gains(b.rows[1])  # doctest: +SKIP
+            {'speed_up': 1.83, 'flops_reduction': 2.0, 'sparsity': 0.74}
+        """
+        ratio = self.ratios(row)
+        speed, flops, params = ratio.get(SPEED_KEY), ratio["flops"], ratio["params"]
+        return {
+            "speed_up": 1 / speed if speed else None,
+            "flops_reduction": 1 / flops if flops else None,
+            "sparsity": None if params is None else 1 - params,
+        }
+
+    def gains_markdown(self, labels: Sequence[str], title: str = "model") -> str:
+        """One row per model, named by `labels` under the column `title`: accuracy, 1-thread latency,
+        speed-up, FLOPs reduction, params and sparsity against the first model, with a legend."""
+        speed, flops, sparsity = GAIN_TITLES.values()
+        titles = [
+            title,
+            *ACCURACY_TITLES.values(),
+            f"{LATENCIES[SPEED_KEY]} ms",
+            speed,
+            flops,
+            "params",
+            sparsity,
+        ]
+        rows = []
+        for label, row in zip(labels, self.rows, strict=True):
+            acc, gain, t = row.accuracy or {}, self.gains(row), row.latency.get(SPEED_KEY)
+            times = {
+                k: "n/a" if gain[k] is None else f"{gain[k]:.2f}x" for k in ("speed_up", "flops_reduction")
+            }
+            rows.append(
+                [
+                    label,
+                    *(f"{acc[k]:.3f}" if k in acc else "n/a" for k in ACCURACY_TITLES),
+                    f"{t.median_ms:.1f}" if t else self.notes.get(SPEED_KEY, "n/a"),
+                    *times.values(),
+                    f"{row.params / 1e6:.2f} M",
+                    f"{gain['sparsity']:.1%}",
+                ]
+            )
+        first = labels[0]
+        legend = (
+            f"Speed-up: {first}'s latency over the model's; FLOPs reduction: {first}'s FLOPs over the "
+            f"model's; sparsity: the fraction of {first}'s params removed."
+        )
+        return "\n".join([*_markdown(titles, rows), "", legend]) + "\n"
+
+    def plot_gains(self, path: str | os.PathLike[str], labels: Sequence[str]) -> Path:
+        """mAP50-95 against speed-up (one point per model, named by `labels`), and bars of accuracy and
+        of the gains per model, written atomically."""
+        plt = pyplot()
+        gains = [self.gains(r) for r in self.rows]
+        accuracy = [r.accuracy or {} for r in self.rows]
+        panels = 3 if any(accuracy) else 1
+        fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.2), squeeze=False)
+        if panels == 3:
+            ax = axes[0][0]
+            for label, g, acc in zip(labels, gains, accuracy, strict=True):
+                if g["speed_up"] is not None and "map50_95" in acc:
+                    ax.scatter(g["speed_up"], acc["map50_95"])
+                    ax.annotate(
+                        label,
+                        (g["speed_up"], acc["map50_95"]),
+                        textcoords="offset points",
+                        xytext=(4, 4),
+                        fontsize=8,
+                    )
+            ax.set(
+                xlabel=f"speed-up ({LATENCIES[SPEED_KEY]})", ylabel="mAP50-95", title="accuracy against speed"
+            )
+            _bars(
+                axes[0][1],
+                labels,
+                {t: [a.get(k) for a in accuracy] for k, t in ACCURACY_TITLES.items() if "map" in k},
+                "mAP (val)",
+            )
+        _bars(
+            axes[0][-1],
+            labels,
+            {GAIN_TITLES[k]: [g[k] for g in gains] for k in ("speed_up", "flops_reduction")},
+            "times",
+        )
+        axes[0][-1].axhline(1, color="gray", linewidth=0.8)
+        axes[0][-1].set_title(f"gains over {labels[0]}")
+        if panels == 3:
+            axes[0][1].set_title("accuracy")
+        fig.tight_layout()
+        return save_figure(fig, path)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Settings and every model's numbers with their ratios, as plain data (what `to_json` writes)."""
         models = []
         for row in self.rows:
             doc = {
@@ -84,14 +185,17 @@ class Bench:
                 "ratios": {k: None if v is None else round(v, 4) for k, v in self.ratios(row).items()},
             }
             models.append(doc)
-        return json.dumps({"settings": self.settings, "models": models}, indent=1)
+        return {"settings": self.settings, "models": models}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=1)
 
     def to_markdown(self) -> str:
         has_accuracy = any(r.accuracy for r in self.rows)
         titles = ["model", "params", "GFLOPs", "checkpoint MB", "ONNX MB"]
         titles += [f"{t} ms" for t in LATENCIES.values()]
         titles += list(ACCURACY_TITLES.values()) if has_accuracy else []
-        lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+        rows = []
         for i, row in enumerate(self.rows):
             ratio = self.ratios(row)
 
@@ -112,7 +216,8 @@ class Bench:
             if has_accuracy:
                 acc = row.accuracy or {}
                 cells += [cell(k, f"{acc[k]:.3f}") if k in acc else "n/a" for k in ACCURACY_TITLES]
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append(cells)
+        lines = _markdown(titles, rows)
         first = self.rows[0].name
         lines += ["", f"Ratios (0.50x) are each model's value over `{first}`'s (the first row)."]
         if self.settings.get("summary"):
@@ -146,6 +251,30 @@ class Bench:
             (r.flops / 1e9, v, Path(r.name).name) for r in self.rows if (v := r.values().get(key)) is not None
         ]
         return sorted(points, key=lambda point: point[0])
+
+
+def _markdown(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a Markdown table."""
+    return ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)] + [
+        "| " + " | ".join(r) + " |" for r in rows
+    ]
+
+
+def _bars(ax: Any, labels: Sequence[str], series: dict[str, list[float | None]], ylabel: str) -> None:
+    """Grouped bars: one group per label, one bar per series (missing values left out)."""
+    width = 0.8 / len(series)
+    for j, (name, values) in enumerate(series.items()):
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(labels))]
+        ax.bar(
+            [x for x, v in zip(xs, values, strict=True) if v is not None],
+            [v for v in values if v is not None],
+            width,
+            label=name,
+        )
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def pyplot() -> Any:

@@ -118,6 +118,14 @@ def _scoring(model: nn.Module) -> Iterator[None]:
             setattr(model, k, v)
 
 
+def check_timing(runs: int, warmup: int) -> None:
+    """Refuse timing settings `bench` cannot use (checked early by callers with long work before it)."""
+    if runs < 1 or warmup < 0:
+        raise YoloPruneError(
+            f"--runs {runs} --warmup {warmup}: need at least 1 timed run and 0 or more warm-ups."
+        )
+
+
 def bench(
     sources: Sequence[object],
     *,
@@ -145,10 +153,7 @@ def bench(
     """
     if not sources:
         raise YoloPruneError("bench needs at least one model.")
-    if runs < 1 or warmup < 0:
-        raise YoloPruneError(
-            f"--runs {runs} --warmup {warmup}: need at least 1 timed run and 0 or more warm-ups."
-        )
+    check_timing(runs, warmup)
     loaded = [load_model(s) for s in sources]
     steps = len(loaded) * (2 if data else 1) + 2 + bool(tensorrt)
     p = Progress(steps, "bench", enabled=progress)

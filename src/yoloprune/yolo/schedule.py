@@ -168,6 +168,23 @@ def run(
     return RunResult(folder, folder / "final.pt", state["steps"], state["stopped"])
 
 
+def finished(folder: str | os.PathLike[str]) -> bool | None:
+    """Whether the run in `folder` has finished; None when no run was started there (no state.json).
+    An unreadable state file counts as unfinished, so `run(resume=True)` explains it.
+
+    Example:
+        >>> finished("runs/prune1")  # doctest: +SKIP
+        True
+    """
+    path = Path(folder) / "state.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("finished") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _epochs(n: int) -> str:
     return f"{n} epoch{'s' * (n != 1)}"
 
