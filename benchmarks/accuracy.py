@@ -364,7 +364,7 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="delete the work folder first instead of continuing")
     args = ap.parse_args()
     name = "accuracy-quick" if args.quick else "accuracy"
-    work = args.work or WORK / name
+    work = (args.work or WORK / name).resolve()
     if args.fresh:
         shutil.rmtree(work, ignore_errors=True)
     start = time.perf_counter()

@@ -106,7 +106,7 @@ def plan(recipe: Recipe) -> list[Step]:
                     what = f"prune {where}: {r.ratio * k / r.steps:.0%} of the channels removed in all"
                 steps.append(Step(k, "prune", what, r.epochs, ratio, blocks=r.blocks))
             else:
-                keep = 1 - (1 - target) * k / r.steps
+                keep = target ** (k / r.steps)  # each step removes the same fraction of what is left
                 what = f"prune {where} to {keep:.0%} of the original {metric}"
                 steps.append(Step(k, "prune", what, r.epochs, keep=keep, blocks=r.blocks))
     if r.final_epochs:
