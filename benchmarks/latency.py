@@ -1,19 +1,22 @@
 """Latency realised: does a FLOPs cut become a CPU speed-up? yolov8s at 640, pruned to keep 70%, 50% and
 30% of its FLOPs (30%, 50%, 70% reductions), with widths rounded to multiples of 8 and without (the
-goal), and of 16 (ONNX Runtime's NCHWc channel block on AVX-512 CPUs; 8 on AVX2), to show the cause.
+goal), and with `round_to="auto"` (this machine's channel block: 16 with AVX-512F, else 8).
 
 Scope: yolov8s is built from its YAML (untrained: latency does not depend on the values) and analysed
-once; each variant is `prune(target_flops=T, allocation="global", round_to=R)` (l1 ranking). All seven
+once; each variant is `prune(target_flops=T, allocation="global", round_to=R)` (l1 ranking). All ten
 models go through `yoloprune.yolo.evaluate.bench` together: Ultralytics' ONNX export (not simplified),
 ONNX Runtime on the CPU at batch 1, 1 thread and all threads, every model timed in turn (so load changes
 hit them alike), median of `--runs` after `--warmup`. For each pruned model:
     speed-up = latency(yolov8s) / latency(pruned);  FLOPs reduction = FLOPs(yolov8s) / FLOPs(pruned)
     realised = speed-up / FLOPs reduction  (1.0: latency falls exactly as FLOPs do; goal >= 0.9)
+    padding = conv multiply-adds with every width padded up to the channel block, as ONNX Runtime's
+              NCHWc layout runs them, over the model's own (1.00: nothing padded)
 The machine's load average is recorded: on a shared machine compare only numbers from one run.
 Results: benchmarks/results/latency.{json,md} (written atomically).
 
-Run (from the repository root):
-    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/latency.py [--runs 30] [--warmup 5]
+Run (from the repository root; the lock keeps other heavy jobs off the CPU meanwhile):
+    OMP_NUM_THREADS=1 PYTHONPATH=src flock /tmp/yoloprune-cpu.lock .venv/bin/python benchmarks/latency.py \
+        [--runs 30] [--warmup 5]
 """
 
 from __future__ import annotations
@@ -24,32 +27,59 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+from torch import nn
+
 os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported
 os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/yoloprune-bench/ultralytics")
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
 
 MODEL = "yolov8s.yaml"
 KEEP = (0.7, 0.5, 0.3)  # fraction of FLOPs kept: 30%, 50%, 70% reductions
-ROUND_TO = (1, 8, 16)
+ROUND_TO = (1, 8, "auto")
 GOAL = 0.9
 SETTINGS = {"ort_cpu_1_thread": "1 thread", "ort_cpu_all_threads": "all threads"}
 
 
 def cpu() -> str:
-    """The CPU's model name and widest vector extension (what sets ONNX Runtime's channel block)."""
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    name = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), "unknown CPU")
-    flags = set(next((x.split(":", 1)[1].split() for x in lines if x.startswith("flags")), []))
-    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{name}, {isa}"
+    """The CPU's model name and whether it has AVX-512F (what sets ONNX Runtime's channel block)."""
+    from yoloprune._hardware import channel_multiple, cpuinfo, has_avx512f
+
+    isa = "AVX-512F" if has_avx512f() else "no AVX-512F"
+    return f"{cpuinfo().get('model name', 'unknown CPU')}, {isa} (channel block {channel_multiple()})"
+
+
+def padding(model: nn.Module, imgsz: int, block: int) -> float:
+    """Conv multiply-adds at `imgsz` with each conv's widths padded up to `block` (an input narrower
+    than a block stays as it is), over the unpadded ones: the extra work ONNX Runtime's NCHWc layout does."""
+    out_hw: dict[nn.Conv2d, int] = {}
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks = [
+        c.register_forward_hook(lambda m, i, o: out_hw.__setitem__(m, o.shape[-2:].numel())) for c in convs
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, imgsz, imgsz))
+    finally:
+        for h in hooks:
+            h.remove()
+    own = padded = 0
+    for c in convs:
+        out, inp = c.out_channels, c.in_channels // c.groups
+        per = c.kernel_size[0] * c.kernel_size[1] * out_hw[c]  # multiply-adds per (out, in) pair
+        own += out * inp * per
+        padded += -(-out // block) * block * (inp if inp < block else -(-inp // block) * block) * per
+    return padded / own
 
 
 def measure(runs: int, warmup: int) -> dict:
+    from yoloprune._hardware import channel_multiple
     from yoloprune.yolo.api import analyze, prune
     from yoloprune.yolo.evaluate import bench
 
     start = time.perf_counter()
     a = analyze(MODEL)
+    block = channel_multiple()
     variants = []
     with tempfile.TemporaryDirectory(prefix="yoloprune-latency-") as work:
         paths = [MODEL]
@@ -59,7 +89,15 @@ def measure(runs: int, warmup: int) -> dict:
                 path = Path(work) / f"keep{keep}_round{round_to}.pt"
                 r.save(path)
                 paths.append(str(path))
-                variants.append({"keep": keep, "reduction": round(1 - keep, 2), "round_to": round_to})
+                variants.append(
+                    {
+                        "keep": keep,
+                        "reduction": round(1 - keep, 2),
+                        "round_to": round_to,
+                        "round_to_resolved": r.options.round_to,
+                        "padding": round(padding(r.model, 640, block), 4),
+                    }
+                )
         b = bench(paths, imgsz=640, runs=runs, warmup=warmup, tensorrt=False)
     base = b.rows[0]
     rows = []
@@ -85,6 +123,7 @@ def measure(runs: int, warmup: int) -> dict:
         "variants": rows,
         "settings": b.settings,
         "cpu": cpu(),
+        "channel_block": block,
         "goal": GOAL,
         "seconds": round(time.perf_counter() - start, 1),
     }
@@ -99,23 +138,26 @@ def markdown(doc: dict) -> str:
         f"{base['ort_cpu_1_thread']:.1f} ms on 1 thread, {base['ort_cpu_all_threads']:.1f} ms on all "
         "threads. "
         "Pruned with `prune(target_flops=T, allocation='global', round_to=R)`; realised = speed-up / FLOPs "
-        f"reduction (goal >= {doc['goal']}).",
+        f"reduction (goal >= {doc['goal']}); padding = conv work with widths padded to the channel block "
+        f"({doc['channel_block']}), as ONNX Runtime's NCHWc layout runs them, over the model's own.",
         "",
-        "| FLOPs cut | round-to | GFLOPs | FLOPs reduction | 1 thread ms | speed-up | realised "
+        "| FLOPs cut | round-to | GFLOPs | FLOPs reduction | padding | 1 thread ms | speed-up | realised "
         "| all threads ms | speed-up | realised |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in doc["variants"]:
+        resolved = v["round_to_resolved"]
         cells = [
             f"{v['reduction']:.0%}",
-            str(v["round_to"]),
+            str(resolved) if v["round_to"] == resolved else f"{v['round_to']} ({resolved})",
             f"{v['flops'] / 1e9:.2f}",
             f"{v['flops_reduction']:.2f}x",
+            f"{v['padding']:.3f}x",
         ]
         for key in SETTINGS:
             t = v[key]
             mark = "" if t["realised"] >= doc["goal"] else " (below goal)"
-            cells += [f"{t['median_ms']:.1f}", f"{t['speedup']:.2f}x", f"**{t['realised']:.2f}**{mark}"]
+            cells += [f"{t['median_ms']:.1f}", f"{t['speedup']:.2f}x", f"**{t['realised']:.3f}**{mark}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",

@@ -6,7 +6,7 @@
     yoloprune prune MODEL (--ratio R|auto | --target-flops F | --target-params F | --plan-in PLAN)
                           [--blocks ...] [--layers ...] [--exclude ...] [--importance NAME]
                           [--aggregation mean|sum] [--global] [--max-ratio R] [--min-channels N]
-                          [--round-to N] [--seed N] (--out PRUNED.pt [--plan PLAN] | --dry-run)
+                          [--round-to N|auto] [--seed N] (--out PRUNED.pt [--plan PLAN] | --dry-run)
                           [--save-format pt|safe]
                           [--no-onnx-check] [--data DATA.yaml [--calib-images N] [--calib-imgsz N]]
     yoloprune verify ORIGINAL PRUNED --plan PLAN [--no-onnx-check]
@@ -21,7 +21,7 @@
                     [--simplify] [--out FILE.md] [--json FILE] [--plot FILE.png]
     yoloprune sensitivity MODEL --data DATA.yaml [--blocks ...] [--layers ...] [--exclude ...]
                           [--ratios R ...] [--metric loss|map] [--importance NAME] [--images N] [--imgsz N]
-                          [--csv FILE] [--plot FILE.png] [--target-flops F [--round-to N] [--plan PLAN]]
+                          [--csv FILE] [--plot FILE.png] [--target-flops F [--round-to N|auto] [--plan PLAN]]
 
 Exit codes: 0 success, 1 a verification failed (`verify`), 2 a problem with the inputs (the
 message on stderr says what to do). `prune` writes nothing unless every check passes.
@@ -403,14 +403,23 @@ def _sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ratio(text: str) -> float | str:
-    """`--ratio`: a fraction, or "auto" (the criterion chooses each group's width)."""
-    if text == "auto":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.5, or auto; got {text!r}") from None
+def _auto_or(number: type[float] | type[int], example: str) -> Callable[[str], float | int | str]:
+    """An argparse type: the word auto, or a `number` such as `example`."""
+
+    def parse(text: str) -> float | int | str:
+        if text == "auto":
+            return text
+        try:
+            return number(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {example}, or auto; got {text!r}") from None
+
+    return parse
+
+
+_ratio = _auto_or(float, "a fraction such as 0.5")  # --ratio auto: the act-* criteria choose widths
+_round_to = _auto_or(int, "a whole number such as 8")  # --round-to auto: this machine's channel block
+_ROUND_TO_HELP = "keep a multiple of N channels per group; auto: 16 with AVX-512, else 8 (1)"
 
 
 def _recipe_flags(s: argparse.ArgumentParser) -> None:
@@ -434,7 +443,7 @@ def _recipe_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--importance", choices=sorted(CRITERIA), help="channel ranking (l1)")
     s.add_argument("--global", dest="allocation", action="store_const", const="global", help="global ranking")
     s.add_argument("--aggregation", choices=[a.value for a in Aggregation])
-    s.add_argument("--round-to", type=int, metavar="N")
+    s.add_argument("--round-to", type=_round_to, metavar="N|auto", help=_ROUND_TO_HELP)
     s.add_argument("--max-ratio", type=float, metavar="R")
     s.add_argument("--min-channels", type=int, metavar="N")
     s.add_argument("--calib-images", type=int, metavar="N")
@@ -502,7 +511,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--max-ratio", type=float, default=0.9, metavar="R", help="most any group loses (0.9)")
     s.add_argument("--min-channels", type=int, default=1, metavar="N", help="fewest any group keeps (1)")
-    s.add_argument("--round-to", type=int, default=1, metavar="N", help="keep a multiple of N channels")
+    s.add_argument("--round-to", type=_round_to, default=1, metavar="N|auto", help=_ROUND_TO_HELP)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", metavar="PRUNED.pt", help="the pruned checkpoint to write (safe: a folder)")
     s.add_argument("--dry-run", action="store_true", help="print the plan per block and write nothing")
@@ -619,9 +628,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--target-flops", type=float, metavar="F", help="choose per-group ratios keeping F of the FLOPs"
     )
-    s.add_argument(
-        "--round-to", type=int, default=1, metavar="N", help="with --target-flops: keep multiples of N"
-    )
+    s.add_argument("--round-to", type=_round_to, default=1, metavar="N|auto", help=_ROUND_TO_HELP)
     s.add_argument(
         "--min-channels", type=int, default=1, metavar="N", help="with --target-flops: fewest kept (1)"
     )

@@ -4,10 +4,32 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from enum import Enum
+from numbers import Integral
 
+from yoloprune._hardware import channel_multiple
 from yoloprune.errors import YoloPruneError
 from yoloprune.importance import CRITERIA, Aggregation
 from yoloprune.pruning.allocate import Limits, Metric
+
+AUTO = "auto"  # `--round-to auto`: this machine's channel block
+
+
+def resolve_round_to(value: int | str) -> int:
+    """`--round-to` as the integer a plan records: a positive integer as given, or "auto", the channel
+    block of this machine's inference runtime (16 with AVX-512F, else 8; see `yoloprune._hardware`).
+
+    Example:
+        >>> resolve_round_to(8), resolve_round_to("auto") in (8, 16)
+        (8, True)
+    """
+    if value == AUTO:
+        return channel_multiple()
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise YoloPruneError(
+            f"--round-to must be a positive integer or auto, got {value!r}; e.g. 8, or auto for this "
+            "machine's channel block."
+        )
+    return int(value)
 
 
 class Allocation(str, Enum):
@@ -24,7 +46,8 @@ class PruneOptions:
     Exactly one of `ratio`, `target_flops` and `target_params` says how much to remove. The ratio is
     each group's fraction (local) or the fraction of all selected channels (global); a target is the
     fraction of the original FLOPs or params to keep, met within 2%. Strings are accepted for the
-    enums, as read back from a plan's JSON.
+    enums, as read back from a plan's JSON. `round_to="auto"` is resolved here, once, to this
+    machine's channel block (`resolve_round_to`), so the options and the plan hold the number.
 
     Example:
         >>> PruneOptions(ratio=None, target_flops=0.5, allocation="global").allocation
@@ -33,7 +56,7 @@ class PruneOptions:
 
     ratio: float | str | None = 0.5  # or "auto": the criterion decides (see `Ranking.keep`)
     importance: str = "l1"
-    round_to: int = 1
+    round_to: int | str = 1  # or "auto"; always an int after construction
     seed: int = 0
     scope: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
@@ -57,8 +80,7 @@ class PruneOptions:
             raise YoloPruneError(
                 f"unknown importance {self.importance!r}; choose one of {', '.join(sorted(CRITERIA))}."
             )
-        if self.round_to < 1:
-            raise YoloPruneError(f"--round-to must be a positive integer, got {self.round_to}.")
+        object.__setattr__(self, "round_to", resolve_round_to(self.round_to))
         if not 0.0 < self.max_ratio <= 1.0:
             raise YoloPruneError(
                 f"--max-ratio {self.max_ratio} is outside (0, 1]: it is the most any group may lose, "

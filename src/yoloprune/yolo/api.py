@@ -176,7 +176,7 @@ def prune(
     layers: Iterable[str] | None = None,
     exclude: Iterable[str] = (),
     importance: str = "l1",
-    round_to: int = 1,
+    round_to: int | str = 1,
     seed: int = 0,
     plan: str | None = None,
     analysis: Analysis | None = None,
@@ -198,7 +198,9 @@ def prune(
     run) replays exact channel choices instead of choosing. A dry run is this call without `save`.
     Data-driven criteria (`taylor`, `act-*`) measure `calib_images` images of the dataset YAML
     `data` at `calib_imgsz` (default: the model's training size); `ratio="auto"` lets an act-*
-    criterion choose each group's width.
+    criterion choose each group's width. Every pruned group keeps a multiple of `round_to` channels;
+    `round_to="auto"` is this machine's channel block (16 with AVX-512F, else 8), recorded in the
+    plan as that number.
 
     Example:
         >>> r = prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])  # doctest: +SKIP
@@ -207,6 +209,8 @@ def prune(
         >>> prune("yolov8n.yaml", "auto", importance="act-medoid", data="digits/data.yaml")  # doctest: +SKIP
         >>> prune("yolov8s.yaml", target_flops=0.5, allocation="global").plan.budget.reached  # doctest: +SKIP
         0.4999
+        >>> prune("yolov8s.yaml", target_flops=0.5, round_to="auto").options.round_to  # doctest: +SKIP
+        16
     """
     if ratio is None and target_flops is None and target_params is None:
         ratio = 0.5

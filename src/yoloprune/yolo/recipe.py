@@ -3,7 +3,8 @@
 A recipe is a flat YAML mapping (`Recipe`'s fields). It is checked completely when it is read
 (unknown keys, types, ranges, combinations), and `save` writes every field explicitly with paths
 made absolute, so the copy saved beside a run's results repeats it exactly. `sha256` identifies a
-recipe for resuming.
+recipe for resuming. `round_to: auto` is resolved when the recipe is read (16 with AVX-512F, else 8),
+so the saved copy holds the number and every step of a run, resumed ones too, rounds alike.
 
     version: 1
     schedule: layerwise            # oneshot | iterative | layerwise
@@ -30,7 +31,7 @@ from typing import Any
 import yaml
 
 from yoloprune.errors import YoloPruneError
-from yoloprune.pruning.options import PruneOptions
+from yoloprune.pruning.options import AUTO, PruneOptions, resolve_round_to
 
 RECIPE_VERSION = 1
 # Training arguments a run sets for each fine-tune itself.
@@ -85,7 +86,7 @@ class Recipe:
     importance: str = "l1"
     allocation: str = "local"
     aggregation: str = "mean"
-    round_to: int = 1
+    round_to: int = 1  # `round_to: auto` in YAML is resolved on reading
     max_ratio: float = 0.9
     min_channels: int = 1
     calib_images: int = 64
@@ -199,9 +200,11 @@ def recipe_from_dict(doc: dict[str, Any], base: str | os.PathLike[str] = ".") ->
     values["data"] = _absolute(doc["data"], base)
     if doc.get("teacher") is not None:
         values["teacher"] = _absolute(_typed(doc, "teacher", str), base)
-    for key in ("steps", "epochs", "final_epochs", "round_to", "min_channels", "calib_images", "seed"):
+    for key in ("steps", "epochs", "final_epochs", "min_channels", "calib_images", "seed"):
         if key in doc:
             _typed(doc, key, int)
+    if "round_to" in doc:
+        values["round_to"] = _round_to(doc["round_to"])
     for key in ("target_flops", "target_params", "max_drop", "max_ratio", "distill_weight"):
         if doc.get(key) is not None:
             values[key] = float(_typed(doc, key, (int, float)))
@@ -312,6 +315,15 @@ def _with_default_ratio(r: Recipe) -> Recipe:
     if r.schedule is not Schedule.LAYERWISE or r.ratio is None:
         return r
     return replace(r, layers=tuple(s if s.ratio is not None else replace(s, ratio=r.ratio) for s in r.layers))
+
+
+def _round_to(value: object) -> int:
+    """`round_to:` a whole number (checked for range with the rest), or auto: this machine's block."""
+    if value == AUTO:
+        return resolve_round_to(AUTO)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise YoloPruneError(f"round_to: {value!r} must be a whole number such as 8, or auto.")
+    return value
 
 
 def _number(text: str, where: str) -> float:

@@ -43,7 +43,7 @@ from yoloprune.pruning.allocate import (
 )
 from yoloprune.pruning.allocate import measurer as flops_measurer
 from yoloprune.pruning.apply import apply_plan
-from yoloprune.pruning.options import PruneOptions
+from yoloprune.pruning.options import PruneOptions, resolve_round_to
 from yoloprune.pruning.plan import Plan, plan_from_removed, select_groups
 from yoloprune.yolo import adapter
 from yoloprune.yolo.api import Analysis, analyze, imgsz_of, scope_of
@@ -329,11 +329,11 @@ def _segments(s: Sensitivity) -> list[tuple[float, float, int, float, float]]:
 
 
 def plan_for_target(
-    s: Sensitivity, analysis: Analysis, target_flops: float, round_to: int = 1, min_channels: int = 1
+    s: Sensitivity, analysis: Analysis, target_flops: float, round_to: int | str = 1, min_channels: int = 1
 ) -> Plan:
     """Per-group ratios from the curves of `s` that keep `target_flops` of the model's FLOPs (within 2%),
     as a plan of the model `analysis` holds (the one `s` was measured on). Only the measured groups
-    are pruned, none beyond its largest measured ratio.
+    are pruned, none beyond its largest measured ratio. `round_to` as in `prune` ("auto" included).
 
     Example:
         >>> s = sensitivity("yolov8n.yaml", "digits/data.yaml", imgsz=160)  # doctest: +SKIP
@@ -357,7 +357,9 @@ def plan_for_target(
         groups.append(g)
     segments = _segments(s)
     limits = Limits(
-        max_ratio=max(c.ratios[-1] for c in s.curves), min_channels=min_channels, round_to=round_to
+        max_ratio=max(c.ratios[-1] for c in s.curves),
+        min_channels=min_channels,
+        round_to=resolve_round_to(round_to),
     )
     alloc = _CurveAllocator(
         [(g, Ranking(np.asarray(c.scores))) for g, c in zip(groups, s.curves, strict=True)],
@@ -382,7 +384,7 @@ def plan_for_target(
     return replace(plan_from_removed(graph, model, alloc.removed(kept)), budget=budget)
 
 
-def plan_json(s: Sensitivity, plan: Plan, round_to: int = 1, min_channels: int = 1) -> str:
+def plan_json(s: Sensitivity, plan: Plan, round_to: int | str = 1, min_channels: int = 1) -> str:
     """`plan` as the JSON `prune --plan-in` replays, recording the options and how it was made."""
     limits_ratio = max(c.ratios[-1] for c in s.curves)
     options = PruneOptions(
