@@ -192,11 +192,12 @@ def test_cli_resume_of_a_finished_comparison_measures_again(compared, tmp_path, 
 
 
 def test_run_and_compare_share_the_recipe_flags() -> None:
-    from yoloprune.cli import _RECIPE_FLAGS, _parser
+    from yoloprune._commands import RECIPE_FLAGS
+    from yoloprune.cli import _parser
 
     sub = next(a for a in _parser()._actions if a.dest == "command").choices
     dests = {name: {a.dest for a in sub[name]._actions} for name in ("run", "compare")}
-    assert set(_RECIPE_FLAGS) <= dests["run"] and set(_RECIPE_FLAGS) <= dests["compare"]
+    assert set(RECIPE_FLAGS) <= dests["run"] and set(RECIPE_FLAGS) <= dests["compare"]
     assert "".join(DEFAULT_CRITERIA) in "".join(sub["compare"].format_help().split())  # its default
 
 

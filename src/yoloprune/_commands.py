@@ -1,0 +1,379 @@
+"""What each `yoloprune` subcommand does, given its parsed arguments (`cli.py` defines the arguments).
+
+Each `cmd_*` function runs one subcommand and returns its exit code; library imports happen inside
+them, so `yoloprune --help` stays fast. Outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from yoloprune._atomic import atomic_write
+from yoloprune.errors import YoloPruneError
+from yoloprune.pruning.plan import select_groups
+
+if TYPE_CHECKING:
+    from yoloprune.yolo.api import PruneResult
+    from yoloprune.yolo.recipe import Recipe
+
+
+def _emit(data: str | bytes, out: str | None) -> None:
+    """Print `data`, or write it atomically to `out`."""
+    if out is None:
+        if isinstance(data, bytes):
+            sys.stdout.buffer.write(data)
+        else:
+            sys.stdout.write(data if data.endswith("\n") else data + "\n")
+        return
+    if isinstance(data, bytes):
+        atomic_write(out, lambda tmp: tmp.write_bytes(data))
+    else:
+        atomic_write(out, lambda tmp: tmp.write_text(data, encoding="utf-8"))
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise YoloPruneError(f"Cannot read {what} {path}: {e.strerror or e}.") from e
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from yoloprune.yolo import api, inventory
+
+    a = api.analyze(args.model, run_probe=False)
+    blocks = inventory.inventory(a)
+    if args.format == "json":
+        text = inventory.render_json(blocks, a.source, a.task)
+    elif args.format == "md":
+        text = inventory.render_markdown(blocks, a.source)
+    else:
+        text = inventory.render_text(blocks)
+    _emit(text, args.out)
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from yoloprune import report
+    from yoloprune.yolo import api
+
+    a = api.analyze(args.model, exclude=args.exclude)
+    r = report.analysis_report(a, args.blocks, args.layers, args.exclude)
+    if args.format == "json":
+        _emit(report.to_json(r), args.out)
+    elif args.format == "dot":
+        _emit(report.to_dot(r), args.out)
+    elif args.format == "svg":
+        _emit(report.to_svg(report.to_dot(r)), args.out)
+    else:
+        _emit(report.to_markdown(r), args.out)
+    return 0
+
+
+def _change(before: int, after: int) -> str:
+    return f"{after / before:.2f}x, {100 * (after - before) / before:+.1f}%" if before else "n/a"
+
+
+def _prune_summary(
+    result: PruneResult,
+    checks: Sequence[tuple[str, str]] = (),
+    replayed: str | None = None,
+    head: str = "Pruned",
+) -> str:
+    """What a prune did and the evidence that it is right; `checks` adds (name, result) rows and
+    `replayed` names the plan file the channels came from, if any."""
+    graph, plan, opts = result.analysis.graph, result.plan, result.options
+    in_scope = [g for g in select_groups(graph, opts.scope) if g.prunable]
+    pruned = sum(1 for g in in_scope if plan.removed.intersection(g.classes))
+    pinned = len(select_groups(graph, opts.scope)) - len(in_scope)
+    (p0, p1), (f0, f1) = result.params, result.flops
+    eq, st = result.equivalence, result.structural
+    left = f" ({pinned} pinned groups left as they are)" if pinned else ""
+    rows = [
+        ("groups", f"{pruned} of {len(in_scope)} prunable groups pruned{left}"),
+        ("convs", f"{len(plan.convs)} convs narrowed"),
+        ("params", f"{p0:,} -> {p1:,}  ({_change(p0, p1)})"),
+        (
+            "FLOPs",
+            f"{f0 / 1e9:.2f} G -> {f1 / 1e9:.2f} G at {result.imgsz}x{result.imgsz}  ({_change(f0, f1)})",
+        ),
+        (
+            "equivalence",
+            f"max rel error {eq.max_rel_error:.2g} on its own weights, {st.max_rel_error:.2g} on "
+            f"signal-carrying weights (tolerance {eq.tolerance:g}): ok",
+        ),
+        *checks,
+    ]
+    if plan.budget is not None:
+        b = plan.budget
+        reached = f"{b.reached:.3f} of the original {b.metric.value} (target {b.target:g}"
+        rows.insert(4, ("target", f"{reached}, met within 2%; the cost model estimated {b.estimate:.3f})"))
+    scope = "every block" if opts.scope is None else ", ".join(opts.scope)
+    rounding = f", widths rounded to multiples of {opts.round_to}" if opts.round_to > 1 else ""
+    target = opts.target
+    amount = f"ratio {opts.ratio}" if target is None else f"{target[0].value} target {target[1]:g}"
+    chosen = f"{scope}; {amount}, {opts.allocation.value} allocation, importance {opts.importance}{rounding}"
+    how = f"replaying {replayed}" if replayed else chosen
+    return "\n".join([f"{head} {result.analysis.source} ({how}):", *(f"  {k:<12}{v}" for k, v in rows)])
+
+
+def _checked(name: str, check: Callable[[nn.Module], float], model: nn.Module) -> float:
+    """Run one post-prune check, naming it in the error if it fails."""
+    try:
+        return check(model)
+    except YoloPruneError as e:
+        raise YoloPruneError(f"the pruned model failed the {name} check, so nothing was written: {e}") from e
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from yoloprune.yolo import api
+    from yoloprune.yolo.check import ONNX_TOLERANCE, onnx_check, train_step_check
+
+    if args.out is None and not args.dry_run:
+        raise YoloPruneError("--out PRUNED.pt is required, or --dry-run to print the plan and write nothing.")
+    if args.out is not None and (Path(args.out).suffix.lower() == ".pt") != (args.save_format == "pt"):
+        raise YoloPruneError(
+            f"--out {args.out}: Ultralytics reads checkpoints named *.pt; use e.g. pruned.pt."
+            if args.save_format == "pt"
+            else f"--out {args.out}: --save-format safe writes a folder, not a .pt file; use pruned.safe."
+        )
+    effective = os.access in os.supports_effective_ids  # as the user the process acts as
+    for path in filter(None, (args.out, args.plan)):
+        folder = Path(path).parent
+        if not folder.is_dir():
+            raise YoloPruneError(f"Cannot write {path}: directory {folder} does not exist.")
+        if not os.access(folder, os.W_OK | os.X_OK, effective_ids=effective):
+            raise YoloPruneError(
+                f"Cannot write {path}: directory {folder} is not writable (checked before pruning); "
+                "choose another folder or fix its permissions."
+            )
+    plan_in = _read_text(args.plan_in, "plan") if args.plan_in else None
+    result = api.prune(
+        args.model,
+        0.0 if plan_in else args.ratio,  # a replayed plan records its own options
+        importance=args.importance,
+        round_to=args.round_to,
+        seed=args.seed,
+        blocks=args.blocks,
+        layers=args.layers,
+        exclude=args.exclude,
+        plan=plan_in,
+        allocation=args.allocation,
+        max_ratio=args.max_ratio,
+        min_channels=args.min_channels,
+        target_flops=args.target_flops,
+        target_params=args.target_params,
+        aggregation=args.aggregation,
+        data=args.data,
+        calib_images=args.calib_images,
+        calib_imgsz=args.calib_imgsz,
+    )
+    if args.dry_run:
+        from yoloprune.yolo.costs import block_costs, render_blocks
+
+        print(_prune_summary(result, replayed=args.plan_in, head="Dry run: would prune"))
+        print(render_blocks(block_costs(result.original, result.model, result.imgsz)))
+        print("dry run: nothing written")
+        return 0
+    loss = _checked("train-step", train_step_check, result.model)
+    checks = [("train step", f"loss {loss:.4g} on a synthetic batch: ok")]
+    if not args.no_onnx_check:
+        diff = _checked("ONNX export", onnx_check, result.model)
+        if diff > ONNX_TOLERANCE:
+            raise YoloPruneError(
+                f"the pruned model's ONNX export differs from PyTorch by {diff:.3g} (tolerance "
+                f"{ONNX_TOLERANCE:g}), so nothing was written. Please report this with the plan."
+            )
+        checks.append(("ONNX", f"max rel diff {diff:.2g} between ONNX Runtime and PyTorch: ok"))
+    print(_prune_summary(result, checks, replayed=args.plan_in))
+    if args.plan:
+        atomic_write(args.plan, lambda tmp: tmp.write_text(result.plan_json(), encoding="utf-8"))
+    try:
+        result.save(args.out, format=args.save_format)
+    except BaseException:
+        if args.plan:
+            Path(args.plan).unlink(missing_ok=True)
+        raise
+    print(f"wrote {', '.join(filter(None, (args.out, args.plan)))}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from yoloprune.yolo import api
+    from yoloprune.yolo.check import ONNX_TOLERANCE, onnx_check, train_step_check
+    from yoloprune.yolo.io import load_model
+
+    v = api.verify(args.original, args.pruned, _read_text(args.plan, "plan"))
+    eq, st = v.equivalence, v.structural
+    rows = [
+        ("shapes", v.same_shapes, "every layer has the width the plan gives"),
+        ("weights", v.same_weights, "the original's weights, sliced by the plan (not fine-tuned)"),
+        ("equivalence", eq.ok, f"max rel error {eq.max_rel_error:.3g} (tolerance {eq.tolerance:g})"),
+        ("structural", st.ok, f"the plan on signal-carrying weights: max rel error {st.max_rel_error:.3g}"),
+    ]
+    if not eq.informative:
+        print(
+            f"note: {args.original}'s outputs barely depend on its input (signal {eq.signal:.2g}; untrained "
+            "weights?), so the equivalence row alone proves little; the weights and structural rows do."
+        )
+    model = load_model(args.pruned).model
+    try:
+        rows.append(("train step", True, f"loss {train_step_check(model):.4g} on a synthetic batch"))
+    except YoloPruneError as e:
+        rows.append(("train step", False, str(e)))
+    if not args.no_onnx_check:
+        try:
+            diff = onnx_check(model)
+            rows.append(
+                ("ONNX", diff <= ONNX_TOLERANCE, f"max rel diff {diff:.2g} (tolerance {ONNX_TOLERANCE:g})")
+            )
+        except YoloPruneError as e:
+            rows.append(("ONNX", False, str(e)))
+    print(f"Verifying {args.pruned} against {args.original} with {args.plan}:")
+    for name, ok, detail in rows:
+        print(f"  {name:<12}{'ok  ' if ok else 'FAIL'}  {detail}")
+    failed = [name for name, ok, _ in rows if not ok]
+    print(f"FAILED: {', '.join(failed)}" if failed else "all checks passed")
+    return 1 if failed else 0
+
+
+def cmd_data_digits(args: argparse.Namespace) -> int:
+    from yoloprune.yolo.data import make_digits
+
+    made = make_digits(args.out, images=args.images, imgsz=args.imgsz, seed=args.seed)
+    counts = ", ".join(f"{split} {n} images, {made.boxes[split]} boxes" for split, n in made.images.items())
+    print(f"wrote {made.yaml} ({counts}; 10 classes, {args.imgsz}x{args.imgsz})")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from yoloprune.yolo.finetune import finetune, parse_train_args
+
+    kwargs = parse_train_args(args.train)
+    if "data" not in kwargs or "epochs" not in kwargs:
+        raise YoloPruneError(
+            "finetune needs data=DATA.yaml and epochs=N, e.g. `yoloprune finetune pruned.pt "
+            "data=digits/data.yaml epochs=10`."
+        )
+    data, epochs = kwargs.pop("data"), kwargs.pop("epochs")
+    ft = finetune(
+        args.checkpoint, data, epochs, teacher=args.teacher, distill_weight=args.distill_weight, **kwargs
+    )
+    m = ft.metrics
+    print(
+        f"Fine-tuned {args.checkpoint} for {epochs} epochs, widths and {ft.params:,} params kept: mAP50-95 "
+        f"{m.map50_95:.3f}, mAP50 {m.map50:.3f}, precision {m.precision:.3f}, recall {m.recall:.3f}"
+    )
+    print(f"wrote {ft.best} (plain Ultralytics checkpoint)")
+    return 0
+
+
+RECIPE_FLAGS = (
+    "schedule", "model", "data", "ratio", "target_flops", "target_params", "steps", "layers", "epochs",
+    "final_epochs", "max_drop", "blocks", "exclude", "importance", "allocation", "aggregation", "round_to",
+    "max_ratio", "min_channels", "calib_images", "teacher", "distill_weight", "seed",
+)  # fmt: skip
+
+
+def _recipe(args: argparse.Namespace) -> Recipe | None:
+    """The recipe of `run` and `compare`: a YAML among the words, or the recipe flags."""
+    from yoloprune.yolo.recipe import recipe_from_cli
+
+    return recipe_from_cli(args.items, {k: getattr(args, k) for k in RECIPE_FLAGS})
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from yoloprune.yolo.history import render_history
+    from yoloprune.yolo.schedule import run
+
+    result = run(_recipe(args), args.out, resume=args.resume, log=_log, verbose=args.verbose)
+    print(render_history(result.history))
+    print(f"result {result.final}; history {Path(args.out) / 'history'}.json, .csv, .png")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from yoloprune.yolo.compare import compare
+
+    c = compare(
+        _recipe(args),
+        args.criteria,
+        args.out,
+        resume=args.resume,
+        imgsz=args.imgsz,
+        runs=args.runs,
+        warmup=args.warmup,
+        log=_log,
+        verbose=args.verbose,
+    )
+    print(c.bench.gains_markdown(c.labels, "criterion"), end="")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from yoloprune.yolo.evaluate import bench
+
+    b = bench(
+        args.models,
+        imgsz=args.imgsz,
+        data=args.data,
+        runs=args.runs,
+        warmup=args.warmup,
+        batch=args.batch,
+        simplify=args.simplify,
+    )
+    _emit(b.to_markdown(), args.out)
+    if args.json:
+        _emit(b.to_json(), args.json)
+    if args.plot:
+        b.plot(args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from yoloprune.yolo import api, sensitivity
+
+    if args.plan and args.target_flops is None:
+        raise YoloPruneError("--plan writes the plan for --target-flops F; pass --target-flops as well.")
+    a = api.analyze(args.model, exclude=args.exclude)
+    s = sensitivity.sensitivity(
+        args.model,
+        args.data,
+        blocks=args.blocks,
+        layers=args.layers,
+        exclude=args.exclude,
+        ratios=args.ratios,
+        metric=args.metric,
+        importance=args.importance,
+        images=args.images,
+        imgsz=args.imgsz,
+        batch=args.batch,
+        analysis=a,
+    )
+    print(s.to_text())
+    if args.csv:
+        _emit(s.to_csv(), args.csv)
+    if args.plot:
+        s.plot(args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    if args.target_flops is None:
+        return 0
+    plan = sensitivity.plan_for_target(s, a, args.target_flops, args.round_to, args.min_channels)
+    print(sensitivity.render_plan(s, plan, a))
+    if args.plan:
+        _emit(sensitivity.plan_json(s, plan, args.round_to, args.min_channels), args.plan)
+        print(f"replay it with: yoloprune prune {args.model} --plan-in {args.plan} --out pruned.pt")
+    return 0
