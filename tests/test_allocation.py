@@ -111,9 +111,19 @@ def test_flops_target_on_yolov8n(v8n, allocation):
     assert r.equivalence.ok and r.structural.ok
 
 
-def test_flops_target_on_yolov8s():
-    r = prune("yolov8s.yaml", target_flops=0.5, allocation="global")
-    assert_flops_target(r, 0.5)
+@pytest.mark.parametrize(
+    ("target", "allocation", "round_to"),
+    [
+        (0.5, "global", 1),
+        # One ratio for every group, multiples of 8: the groups of each width cross a multiple at the
+        # same ratio, so the closest one knob reaches is 0.553; groups step one at a time between.
+        (0.533313, "local", 8),
+    ],
+)
+def test_flops_target_on_yolov8s(target, allocation, round_to):
+    r = prune("yolov8s.yaml", target_flops=target, allocation=allocation, round_to=round_to)
+    assert_flops_target(r, target)
+    assert all(kept % round_to == 0 or kept == size for size, kept in kept_per_group(r))
 
 
 def test_params_target_with_limits_and_rounding(v8n):

@@ -125,7 +125,8 @@ class Allocator:
         return frozenset(out)
 
     def search(self, value: Callable[[np.ndarray], float], goal: float) -> np.ndarray:
-        """Kept counts whose `value` (non-increasing as the knob grows) comes closest to `goal`."""
+        """Kept counts whose `value` (non-increasing as the knob grows) comes closest to `goal`: the
+        knob's closest value, or between the two closest, some groups at one and the rest at the other."""
         lo, hi = self.span
         if value(self.kept(hi)) >= goal:
             return self.kept(hi)
@@ -133,7 +134,14 @@ class Allocator:
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if value(self.kept(mid)) > goal else (lo, mid)
         above, below = self.kept(lo), self.kept(hi)
-        return above if value(above) - goal < goal - value(below) else below
+        # Rounding can make many groups step together between `lo` and `hi` (every group of one
+        # width crosses a multiple at the same ratio): let them step one at a time, in group order.
+        best, trial = above, above.copy()
+        for g in np.flatnonzero(above != below):
+            trial[g] = below[g]
+            if abs(value(trial) - goal) < abs(value(best) - goal):
+                best = trial.copy()
+        return best
 
 
 def _sliced_by(module: nn.Module, axis: str, width: int) -> list[str]:
