@@ -80,7 +80,7 @@ class Setup:
 
 
 FULL = Setup("yolov8s.yaml", "yolov8n.yaml", 1000, 96, 40, 20, 4, 16, 30)
-QUICK = Setup("yolov8s.yaml", "yolov8n.yaml", 400, 96, 12, 6, 2, 16, 10)
+QUICK = Setup("yolov8s.yaml", "yolov8n.yaml", 400, 96, 12, 8, 4, 16, 10)
 # yoloprune's runs: name -> (criterion, allocation, distilled from the parent). The first is its
 # recommended setting and sets the FLOPs of every step; the second uses Torch-Pruning's criterion
 # and allocation, so what differs is what each tool can prune (C2f natively, the Detect head's inner
