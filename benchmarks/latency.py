@@ -14,9 +14,8 @@ hit them alike), median of `--runs` after `--warmup`. For each pruned model:
 The machine's load average is recorded: on a shared machine compare only numbers from one run.
 Results: benchmarks/results/latency.{json,md} (written atomically).
 
-Run (from the repository root; the lock keeps other heavy jobs off the CPU meanwhile):
-    OMP_NUM_THREADS=1 PYTHONPATH=src flock /tmp/yoloprune-cpu.lock .venv/bin/python benchmarks/latency.py \
-        [--runs 30] [--warmup 5]
+Run (from the repository root, with no other heavy job on the CPU meanwhile):
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/latency.py [--runs 30] [--warmup 5]
 """
 
 from __future__ import annotations
