@@ -1,7 +1,7 @@
 """What a trace is made of: channel elements bound to members, pins with reasons, traced values,
 the op log, and the finished `Trace` (union-find over element ids).
 
-Scope: plain data and two helpers shared by the tracer and its op rules; `trace.py` builds these.
+Scope: plain data, and `flat_tensors`, shared by the tracer and its op rules; `trace.py` builds these.
 """
 
 from __future__ import annotations
@@ -96,7 +96,3 @@ def flat_tensors(obj: object) -> Iterator[torch.Tensor]:
     elif isinstance(obj, dict):
         for o in obj.values():
             yield from flat_tensors(o)
-
-
-def call_arg(args: tuple, kwargs: dict, index: int, name: str, default: object = None) -> object:
-    return args[index] if len(args) > index else kwargs.get(name, default)

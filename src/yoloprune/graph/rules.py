@@ -15,8 +15,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from yoloprune.graph.elements import Member, call_arg, flat_tensors
+from yoloprune.graph.elements import Member, flat_tensors
 from yoloprune.graph.ops import OpKind, op_kind, op_name
+
+
+def call_arg(args: tuple, kwargs: dict, index: int, name: str, default: object = None) -> object:
+    return args[index] if len(args) > index else kwargs.get(name, default)
 
 
 class OpRules:
