@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -78,6 +79,8 @@ def test_layerwise_run_end_to_end(layerwise, capsys) -> None:
     assert (count_params(final), conv_widths(final)) == (rows[3]["params"], rows[3]["widths"])
     assert conv_widths(final)["model.1.conv"] == 16 and conv_widths(final)["model.3.conv"] == 32
     assert (run / "train" / "step3" / "weights" / "best.pt").exists()
+    args = {k: yaml.safe_load((run / "train" / f"step{k}" / "args.yaml").read_text()) for k in (1, 2, 3)}
+    assert [args[k]["warmup_epochs"] for k in (1, 2, 3)] == [0, 0, 3.0]  # the last keeps Ultralytics' warm-up
     saved = load_recipe(run / "recipe.yaml")  # the recipe beside the results repeats the run
     assert (
         saved == load_recipe(layerwise["recipe"]) and json.loads((run / "state.json").read_text())["finished"]
@@ -128,6 +131,27 @@ def test_iterative_run_stops_when_map_drops_more_than_max_drop(baseline, tmp_pat
     assert "step 2 lost 0.200 mAP50-95, more than max_drop 0.1" in result.stopped
     assert conv_widths(load_model(result.final).model) == result.history[1]["widths"]
     assert not any(line.startswith("[step 3/3]") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("train", "expected"),
+    [({}, [0, 0, None]), ({"warmup_epochs": 1.5}, [1.5, 1.5, 1.5])],
+    ids=["default", "set"],
+)
+def test_only_the_last_fine_tune_keeps_the_warm_up(baseline, tmp_path, monkeypatch, train, expected) -> None:
+    """Every fine-tune but the run's last trains without warm-up, unless `train:` sets it."""
+    calls: list[dict] = []
+
+    def fake_finetune(checkpoint, data, epochs, **kwargs):
+        calls.append(kwargs)
+        return SimpleNamespace(best=Path(checkpoint))
+
+    monkeypatch.setattr(schedule, "finetune", fake_finetune)
+    monkeypatch.setattr(schedule, "evaluate", lambda *a, **k: Metrics(0.5, 0.9, 0.9, 0.9))
+    fields = {"schedule": "iterative", "ratio": 0.4, "steps": 3, "epochs": 1, "train": {**TRAIN, **train}}
+    recipe = load_recipe(_recipe(tmp_path, baseline, **fields))
+    schedule.run(recipe, tmp_path / "run", log=lambda line: None)
+    assert [c.get("warmup_epochs") for c in calls] == expected
 
 
 @pytest.mark.slow
@@ -279,8 +303,15 @@ def test_resume_refusals(baseline, tmp_path) -> None:
     with pytest.raises(YoloPruneError, match="already holds a run"):
         schedule.run(recipe, run)
     other = recipe_from_dict({**recipe.as_dict(), "ratio": 0.25})
-    with pytest.raises(YoloPruneError, match="differs from the one"):
+    with pytest.raises(
+        YoloPruneError, match=r"differs from the one .*: ratio: 0.5 there, 0.25 here\. Resume"
+    ):
         schedule.run(other, run, resume=True)
+    elsewhere = recipe_from_dict({**recipe.as_dict(), "round_to": 16 if recipe.round_to == 8 else 8})
+    with pytest.raises(
+        YoloPruneError, match=r"round_to: .* there, .* here; \(`round_to: auto` is the channel"
+    ):
+        schedule.run(elsewhere, run, resume=True)  # a recipe with round_to: auto, read on another machine
     (run / "recipe.yaml").write_text((run / "recipe.yaml").read_text().replace("ratio: 0.5", "ratio: 0.4"))
     with pytest.raises(YoloPruneError, match="was the recipe edited"):
         schedule.run(None, run, resume=True)

@@ -47,10 +47,14 @@ from yoloprune.yolo.finetune import (
 from yoloprune.yolo.history import write_history
 from yoloprune.yolo.inventory import short_type
 from yoloprune.yolo.io import load_model, save_checkpoint
-from yoloprune.yolo.recipe import Recipe, Schedule, load_recipe
+from yoloprune.yolo.recipe import Recipe, Schedule, check_same, load_recipe
 
 STATE_VERSION = 1
 Log = Callable[[str], None]
+# Ultralytics' arguments for a fine-tune that another fine-tune of the run follows, unless `train:` sets
+# them: no learning-rate warm-up (by default at least 100 iterations from zero, most of a short step).
+# The run's last fine-tune keeps Ultralytics' defaults. Decisions, section 11.
+CONTINUED = {"warmup_epochs": 0}
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ def run(
     recipe, state = _resume(recipe, folder) if resume else _start(recipe, folder, log)
     steps = plan(recipe)
     n = len(steps) - 1
+    last = max((s.index for s in steps if s.epochs), default=0)  # the run's last fine-tune
     if state["finished"]:
         log(f"{folder} is already finished ({n} steps); nothing to do.")
     else:
@@ -149,7 +154,7 @@ def run(
                 continue
             then = "; fine-tune " if step.kind == "prune" else ", "
             log(f"[step {step.index}/{n}] {step.what}" + (then + _epochs(step.epochs) if step.epochs else ""))
-            row = _do_step(step, recipe, folder, state, log, verbose)
+            row = _do_step(step, recipe, folder, state, log, verbose, continued=step.index < last)
             state["steps"].append(row)
             if row["accepted"]:
                 state["result"] = row["checkpoint"]
@@ -226,11 +231,7 @@ def _resume(recipe: Recipe | None, folder: Path) -> tuple[Recipe, dict[str, Any]
             f"Nothing to resume: {folder} has no state.json. Start the run without --resume."
         )
     saved = load_recipe(folder / "recipe.yaml")
-    if recipe is not None and recipe.sha256() != saved.sha256():
-        raise YoloPruneError(
-            f"The recipe differs from the one {folder} was started with ({folder / 'recipe.yaml'}); resume "
-            "without a recipe or schedule flags, or start a new run in another folder."
-        )
+    check_same(recipe, saved, folder, "run")
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -322,9 +323,10 @@ def _prune(
 
 
 def _do_step(
-    step: Step, recipe: Recipe, folder: Path, state: dict[str, Any], log: Log, verbose: bool
+    step: Step, recipe: Recipe, folder: Path, state: dict[str, Any], log: Log, verbose: bool, continued: bool
 ) -> dict:
-    """Run one step; return its history row once its checkpoint is written."""
+    """Run one step; return its history row once its checkpoint is written. `continued`: a later step
+    fine-tunes again (this one trains with `CONTINUED` under the recipe's arguments)."""
     start = time.monotonic()
     k, imgsz = step.index, state["imgsz"]
     steps = folder / "steps"
@@ -359,7 +361,7 @@ def _do_step(
                 teacher=recipe.teacher,
                 distill_weight=recipe.distill_weight,
                 verbose=verbose,
-                **{"seed": recipe.seed, **recipe.train},
+                **{"seed": recipe.seed, **(CONTINUED if continued else {}), **recipe.train},
                 project=str(folder.resolve() / "train"),
                 name=f"step{k}",
                 exist_ok=True,
