@@ -30,7 +30,7 @@ from yoloprune.importance import CRITERIA
 from yoloprune.progress import format_duration
 from yoloprune.yolo import schedule
 from yoloprune.yolo.evaluate import bench, check_timing
-from yoloprune.yolo.recipe import Recipe, load_recipe, recipe_from_dict
+from yoloprune.yolo.recipe import Recipe, check_same, load_recipe, recipe_from_dict
 
 # The seed's "4 methods comparison": the three activation-clustering variants and BatchNorm gamma.
 DEFAULT_CRITERIA = ("act-maxweight", "act-medoid", "act-maxgamma", "bn")
@@ -249,11 +249,7 @@ def _resume(
             f"{path} does not belong to {folder / 'recipe.yaml'} (was the recipe edited?); restore it or "
             "start a new comparison in another folder."
         )
-    if recipe is not None and recipe.sha256() != saved.sha256():
-        raise YoloPruneError(
-            f"The recipe differs from the one {folder} was started with ({folder / 'recipe.yaml'}); resume "
-            "without a recipe or schedule flags, or start a new comparison in another folder."
-        )
+    check_same(recipe, saved, folder, "comparison")
     if criteria is not None and tuple(criteria) != names:
         raise YoloPruneError(
             f"--criteria {' '.join(criteria)} differs from the criteria {folder} was started with "

@@ -141,6 +141,24 @@ class Recipe:
 _FIELDS = {f.name for f in fields(Recipe)}
 
 
+def check_same(recipe: Recipe | None, saved: Recipe, folder: Path, kind: str) -> None:
+    """Refuse to resume the `kind` ("run", "comparison") in `folder`, started with `saved`, with another
+    `recipe` (None: resume with the saved one), naming every field that differs."""
+    if recipe is None or recipe.sha256() == saved.sha256():
+        return
+    now, then = recipe.as_dict(), saved.as_dict()
+    changed = [
+        f"{key}: {then[key]!r} there, {value!r} here" for key, value in now.items() if then[key] != value
+    ]
+    if "round_to" in (key.split(":")[0] for key in changed):
+        changed.append("(`round_to: auto` is the channel block of the machine that reads the recipe)")
+    raise YoloPruneError(
+        f"The recipe differs from the one {folder} was started with ({folder / 'recipe.yaml'}): "
+        f"{'; '.join(changed)}. Resume without a recipe or schedule flags, or start a new {kind} in "
+        "another folder."
+    )
+
+
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     """Read and validate a recipe YAML; relative paths in it are relative to its folder.
 
