@@ -1,27 +1,31 @@
 """Does pruning pay? A larger model pruned to a smaller one's FLOPs against that smaller model trained
 from scratch, against Torch-Pruning 1.6.1, and against masking, on the generated digits set.
 
-Scope: seven runs on the same data, each with its training budget in epochs written beside it:
+Scope: eight runs on the same data, each with its training budget in epochs written beside it:
 - `large`: the larger model trained from scratch for E epochs (the parent of every pruned run);
 - `small`: the smaller reference model trained from scratch for E + F epochs (as many epochs as
   the parent and its fine-tuning together: the bar a pruned model has to clear);
-- `yoloprune*`: the parent pruned by `yoloprune run` (iterative schedule, S steps, widths in
-  multiples of 8) to the small model's FLOPs, fine-tuned F epochs in all (F / S after each step):
-  `yoloprune` with its recommended Taylor criterion and global allocation (its steps set the FLOPs
-  every other pruned run aims at), `yoloprune-l2` with Torch-Pruning's L2 magnitude and one ratio
-  for every group (so what differs from Torch-Pruning is what each tool can prune), and
-  `yoloprune-l2-distill`, the same with yoloprune's head distillation from the parent;
-- `torch-pruning`: the same schedule and fine-tuning with Torch-Pruning 1.6.1 following its
-  YOLOv8 example (C2f rewritten without its split, group L2 magnitude, one uniform ratio, Detect
-  ignored); each step's ratio is bisected so the step reaches the same FLOPs as yoloprune's;
+- `yoloprune*`: the parent pruned by `yoloprune run` (`round_to: auto`, the README's setting for
+  CPU deployment: widths in multiples of the CPU's channel block, 16 or 8) to the small
+  model's FLOPs and fine-tuned F epochs in all: `yoloprune`, its recommended setting (Taylor
+  criterion, global allocation, one-shot; its steps set the FLOPs every other pruned run aims at);
+  `yoloprune-l2` with Torch-Pruning's L2 magnitude and one ratio for every group (so what differs
+  from Torch-Pruning is what each tool can prune); `yoloprune-distill`, the recommended setting with
+  yoloprune's head distillation from the parent; `yoloprune-iterative`, the recommended setting in
+  S steps with F / S epochs after each;
+- `torch-pruning`: the same schedule and fine-tuning as `yoloprune` with Torch-Pruning 1.6.1
+  following its YOLOv8 example (C2f rewritten without its split, group L2 magnitude, one uniform
+  ratio, Detect ignored); each step's ratio is bisected to reach the same FLOPs as yoloprune's;
 - `masked`: the seed's approach: the parent with the channels a one-shot yoloprune plan removes
   zeroed instead of removed (not fine-tuned); it shows what masking gives at run time.
-Fine-tuning is Ultralytics' trainer for both pruning tools (yoloprune's `finetune`), with the same
-arguments. Accuracy (mAP50-95, mAP50, P, R) is Ultralytics validation on the val split at the
-training size; params, FLOPs and ONNX Runtime CPU latency (1 thread and all threads, models timed
-in turn) at 640x640, where deployment happens. Each finished run is kept in the work folder, so
-an interrupted benchmark continues where it stopped. Results: benchmarks/results/accuracy{,-quick}
-.{json,md,png}.
+Every run trains with the same Ultralytics arguments (`train_args`: AdamW at lr0 0.002; for runs
+this short Ultralytics' automatic choice is AdamW at 0.002 x 5 / (4 + classes), 0.0007 here, which
+left both the from-scratch and the fine-tuned runs well behind, docs/decisions.md section 15), and
+fine-tuning is Ultralytics' trainer for both pruning tools (yoloprune's `finetune`). Accuracy (mAP50-95,
+mAP50, P, R) is Ultralytics validation on the val split at the training size; params, FLOPs and
+ONNX Runtime CPU latency (1 thread and all threads, models timed in turn) at 640x640, where
+deployment happens. Each finished run is kept in the work folder, so an interrupted benchmark
+continues where it stopped. Results: benchmarks/results/accuracy{,-quick}.{json,md,png}.
 
 Run (from the repository root; needs the `bench` extra: pip install torch-pruning==1.6.1):
     PYTHONPATH=src .venv/bin/python benchmarks/accuracy.py [--quick]
@@ -53,13 +57,14 @@ from yoloprune import prune
 from yoloprune._atomic import atomic_write
 from yoloprune.bench.stats import count_flops
 from yoloprune.bench.table import pyplot, save_figure
+from yoloprune.pruning.options import resolve_round_to
 from yoloprune.pruning.verify import masked_copy
 from yoloprune.yolo.data import make_digits
 from yoloprune.yolo.evaluate import bench
 from yoloprune.yolo.finetune import evaluate, finetune
 from yoloprune.yolo.io import _quiet, load_model, save_checkpoint
 from yoloprune.yolo.recipe import recipe_from_dict
-from yoloprune.yolo.schedule import run
+from yoloprune.yolo.schedule import CONTINUED, run
 
 WORK = Path(__file__).parent / "work"
 
@@ -74,23 +79,42 @@ class Setup:
     imgsz: int  # training and validation size
     epochs: int  # E: the parent's training from scratch
     finetune: int  # F: fine-tuning epochs of each pruned run, in all
-    steps: int  # S: pruning steps, F / S fine-tuning epochs after each
+    steps: int  # S: pruning steps of the iterative run, F / S fine-tuning epochs after each
     batch: int
     runs: int  # timed ONNX Runtime runs per model (median kept)
 
 
 FULL = Setup("yolov8s.yaml", "yolov8n.yaml", 1000, 96, 40, 20, 4, 16, 30)
 QUICK = Setup("yolov8s.yaml", "yolov8n.yaml", 400, 96, 12, 8, 4, 16, 10)
-# yoloprune's runs: name -> (criterion, allocation, distilled from the parent). The first is its
-# recommended setting and sets the FLOPs of every step; the second uses Torch-Pruning's criterion
-# and allocation, so what differs is what each tool can prune (C2f natively, the Detect head's inner
-# convs); the third adds yoloprune's head distillation (the parent as teacher) to the second.
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One of yoloprune's runs: criterion, allocation, distilled from the parent, iterative."""
+
+    importance: str
+    allocation: str
+    distill: bool = False
+    iterative: bool = False
+
+    def setting(self, s: Setup | dict) -> str:
+        steps = s.steps if isinstance(s, Setup) else s["steps"]
+        extras = [", distilled"] * self.distill + [f", {steps} steps"] * self.iterative
+        return f"{self.importance}, {self.allocation}" + "".join(extras)
+
+
+# The first is the recommended setting and sets the FLOPs of every step; `yoloprune-l2` uses
+# Torch-Pruning's criterion and allocation, so what differs is what each tool can prune (C2f
+# natively, the Detect head's inner convs); then the first with head distillation (the parent as
+# teacher), and the first in steps.
 VARIANTS = {
-    "yoloprune": ("taylor", "global", False),
-    "yoloprune-l2": ("l2", "local", False),
-    "yoloprune-l2-distill": ("l2", "local", True),
+    "yoloprune": Variant("taylor", "global"),
+    "yoloprune-l2": Variant("l2", "local"),
+    "yoloprune-distill": Variant("taylor", "global", distill=True),
+    "yoloprune-iterative": Variant("taylor", "global", iterative=True),
 }
 LATENCY_IMGSZ = 640
+ROUND_TO = resolve_round_to("auto")  # yoloprune's widths: multiples of this CPU's channel block
 
 
 def train_args(s: Setup) -> dict:
@@ -102,6 +126,8 @@ def train_args(s: Setup) -> dict:
         "seed": 0,
         "deterministic": True,
         "plots": False,
+        "optimizer": "AdamW",
+        "lr0": 0.002,
     }
 
 
@@ -109,30 +135,30 @@ def from_scratch(cfg: str, data: Path, epochs: int, folder: Path, s: Setup) -> P
     """Train the YAML `cfg` from scratch; return its best checkpoint."""
     from ultralytics import YOLO
 
+    args = {**train_args(s), "project": str(folder), "name": "train", "exist_ok": True}
     with _quiet():
-        YOLO(cfg).train(
-            data=str(data), epochs=epochs, project=str(folder), name="train", exist_ok=True, **train_args(s)
-        )
+        YOLO(cfg).train(data=str(data), epochs=epochs, **args)
     return folder / "train" / "weights" / "best.pt"
 
 
 def run_yoloprune(parent: Path, data: Path, target: float, folder: Path, s: Setup, variant: str) -> Path:
-    """`yoloprune run`: iterative, widths in multiples of 8, the criterion and allocation of `variant`."""
-    importance, allocation, distill = VARIANTS[variant]
+    """`yoloprune run` as `variant` says (one-shot or iterative), widths rounded for this CPU."""
+    v = VARIANTS[variant]
+    steps = s.steps if v.iterative else 1
     recipe = recipe_from_dict(
         {
             "version": 1,
-            "schedule": "iterative",
+            "schedule": "iterative" if v.iterative else "oneshot",
             "model": str(parent),
             "data": str(data),
             "target_flops": target,
-            "steps": s.steps,
-            "epochs": s.finetune // s.steps,
-            "importance": importance,
-            "allocation": allocation,
-            "round_to": 8,
+            "steps": steps,
+            "epochs": s.finetune // steps,
+            "importance": v.importance,
+            "allocation": v.allocation,
+            "round_to": ROUND_TO,
             "train": train_args(s),
-            "teacher": str(parent) if distill else None,
+            "teacher": str(parent) if v.distill else None,
         }
     )
     out = folder / "run"
@@ -169,7 +195,7 @@ def tp_to_flops(model: torch.nn.Module, goal: int, inputs: torch.Tensor) -> tupl
 def run_torch_pruning(
     parent: Path, data: Path, goals: list[int], folder: Path, s: Setup
 ) -> tuple[Path, dict[str, list]]:
-    """Torch-Pruning's recipe, step by step to the same FLOPs as yoloprune's steps, same fine-tuning."""
+    """Torch-Pruning's recipe, step by step to the FLOPs of yoloprune's steps, the same fine-tuning."""
     inputs = torch.zeros(1, 3, s.imgsz, s.imgsz)
     current, ratios = parent, []
     for i, goal in enumerate(goals, 1):
@@ -179,8 +205,8 @@ def run_torch_pruning(
         step = save_checkpoint(pruned, folder / f"step{i}.pt", source_ckpt=loaded.ckpt)
         print(f"    step {i}/{len(goals)}: uniform ratio {ratio:.3f}, then fine-tuning", flush=True)
         tuned = finetune(
-            step, data, s.finetune // s.steps, verbose=False, project=str(folder), name=f"step{i}",
-            exist_ok=True, **train_args(s),
+            step, data, s.finetune // len(goals), verbose=False, project=str(folder), name=f"step{i}",
+            exist_ok=True, **(CONTINUED if i < len(goals) else {}), **train_args(s),
         )  # fmt: skip
         current = tuned.best
     return current, {"ratios": ratios}
@@ -188,23 +214,27 @@ def run_torch_pruning(
 
 def run_masked(parent: Path, data: Path, target: float, folder: Path, s: Setup) -> Path:
     """The parent with a one-shot yoloprune plan's channels zeroed, not removed."""
+    v = VARIANTS["yoloprune"]
     result = prune(
-        str(parent), target_flops=target, importance=VARIANTS["yoloprune"][0],
-        allocation=VARIANTS["yoloprune"][1], round_to=8, data=data,
-        calib_imgsz=s.imgsz,
+        str(parent), target_flops=target, importance=v.importance, allocation=v.allocation, round_to=ROUND_TO,
+        data=data, calib_imgsz=s.imgsz,
     )  # fmt: skip
     masked = masked_copy(result.original, result.analysis.graph, result.plan.removed)
     return save_checkpoint(masked, folder / "masked.pt", source_ckpt=result.analysis.ckpt)
 
 
-def cached(folder: Path, make: Callable[[], dict]) -> dict:
-    """`make()` once: its result is kept as folder/done.json, and read back on later runs."""
+def cached(folder: Path, key: dict, make: Callable[[], dict]) -> dict:
+    """`make()` once: its result is kept as folder/done.json with `key`, and read back on later runs
+    with the same key; a different key (the benchmark changed) makes it again in an emptied folder."""
     done = folder / "done.json"
     if done.exists():
-        return json.loads(done.read_text())
+        result = json.loads(done.read_text())
+        if result.get("key") == key:
+            return result
+        shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = make()
+    result = {**make(), "key": key}
     result["seconds"] = round(time.perf_counter() - start, 1)
     atomic_write(done, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
     return result
@@ -231,7 +261,7 @@ def measure(s: Setup, work: Path) -> dict:
             checkpoint, extra = made if isinstance(made, tuple) else (made, {})
             return {"checkpoint": str(checkpoint), "epochs": epochs, **extra}
 
-        runs[name] = cached(work / name, record)
+        runs[name] = cached(work / name, {"what": what, "setup": asdict(s), "train": train_args(s)}, record)
         print(f"    done in {runs[name]['seconds']:.0f} s", flush=True)
 
     arm("large", f"{s.large} from scratch, {e} epochs", e, lambda out: from_scratch(s.large, data, e, out, s))
@@ -243,8 +273,8 @@ def measure(s: Setup, work: Path) -> dict:
     )
     parent = Path(runs["large"]["checkpoint"])
     target = flops_of(runs["small"]["checkpoint"], s.imgsz) / flops_of(parent, s.imgsz)
-    for variant in VARIANTS:
-        what = f"{_setting(variant)}: to {target:.3f} of the FLOPs in {s.steps} steps, {f} epochs"
+    for variant, v in VARIANTS.items():
+        what = f"{v.setting(s)}: to {target:.3f} of the FLOPs, {f} epochs, widths in multiples of {ROUND_TO}"
         arm(variant, what, e + f, lambda out, v=variant: run_yoloprune(parent, data, target, out, s, v))
     history = json.loads((work / "yoloprune" / "run" / "history.json").read_text())
     goals = [row["flops"] for row in history["steps"] if row["kind"] == "prune"]
@@ -269,18 +299,17 @@ def measure(s: Setup, work: Path) -> dict:
     }  # fmt: skip
 
 
-def _setting(variant: str) -> str:
-    importance, allocation, distill = VARIANTS[variant]
-    return f"{importance}, {allocation}" + (", distilled" if distill else "")
-
-
 TITLES = {
     "large": "{large} from scratch",
     "small": "{small} from scratch",
-    **{v: f"{{large}} pruned by yoloprune ({_setting(v)})" for v in VARIANTS},
+    **{name: "{large} pruned by yoloprune ({" + name + "})" for name in VARIANTS},
     "torch-pruning": "{large} pruned by Torch-Pruning",
     "masked": "{large} masked (seed approach)",
 }
+
+
+def title(name: str, setup: dict) -> str:
+    return TITLES[name].format(**setup, **{n: v.setting(setup) for n, v in VARIANTS.items()})
 
 
 def _ms(r: dict, key: str) -> float | None:
@@ -299,7 +328,7 @@ def markdown(doc: dict, command: str) -> str:
     for name, r in runs.items():
         a, t1, ta = r["accuracy"], _ms(r, "ort_cpu_1_thread"), _ms(r, "ort_cpu_all_threads")
         cells = [
-            TITLES[name].format(**s), str(r["epochs"]),
+            title(name, s), str(r["epochs"]),
             *(f"{a[k]:.3f}" for k in ("map50_95", "map50", "precision", "recall")),
             f"{r['params'] / 1e6:.2f} M", f"{r['flops'] / 1e9:.2f}", f"{base['flops'] / r['flops']:.2f}x",
             f"{t1:.1f}", f"{one / t1:.2f}x", f"{ta:.1f}", f"{every / ta:.2f}x",
@@ -316,9 +345,10 @@ def markdown(doc: dict, command: str) -> str:
             "",
             f"Digits detection set ({s['images']} images, 20% val, {s['imgsz']}x{s['imgsz']}); training and "
             f"validation at {s['imgsz']}; epochs are each run's training budget in all (the pruned runs: "
-            f"{s['epochs']} for the parent plus {s['finetune']} of fine-tuning, "
-            f"{s['finetune'] // s['steps']} after each of {s['steps']} pruning steps; yoloprune's widths in "
-            "multiples of 8). Params, FLOPs and latency at 640x640. " + doc["bench"]["summary"],
+            f"{s['epochs']} for the parent plus {s['finetune']} of fine-tuning after a one-shot prune, or "
+            f"{s['finetune'] // s['steps']} after each of {s['steps']} steps; yoloprune's widths in "
+            f"multiples of {doc['round_to']}). Every run: optimizer AdamW, lr0 0.002. Params, FLOPs and "
+            "latency at 640x640. " + doc["bench"]["summary"],
             f"Torch-Pruning {doc['torch_pruning']}'s uniform ratio in each step: "
             f"{runs['torch-pruning']['ratios']}.",
             f"Total {doc['seconds'] / 60:.1f} min on {os.cpu_count()} CPUs (every run's own time, measured "
@@ -336,7 +366,7 @@ def goals(doc: dict) -> list[str]:
         yp, r = runs[variant], runs[rival]
         ours, theirs = yp["accuracy"]["map50_95"], r["accuracy"]["map50_95"]
         verdict = "beats" if ours > theirs else "does not beat (goal not met)"
-        us, them = (TITLES[k].format(**doc["setup"]) for k in (variant, rival))
+        us, them = (title(k, doc["setup"]) for k in (variant, rival))
         out.append(
             f"{us} {verdict} {them}: mAP50-95 {ours:.3f} vs {theirs:.3f} "
             f"at {yp['flops'] / 1e9:.2f} vs {r['flops'] / 1e9:.2f} GFLOPs."
@@ -345,28 +375,41 @@ def goals(doc: dict) -> list[str]:
 
 
 def plot(doc: dict, path: Path) -> None:
-    """Left: mAP50-95 of every run; right: mAP50-95 against 1-thread latency (up and to the left wins)."""
+    """Left: mAP50-95 of every run; right: mAP50-95 against 1-thread latency (up and to the left wins).
+    Both zoom on the trained runs, the small model's score dashed: a run far below (masking) is
+    written beside its clipped bar and left off the scatter."""
     plt = pyplot()
     runs = doc["runs"]
     fig, (bars, scatter) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.1, 1]})
     colors = dict(zip(runs, plt.cm.tab10.colors, strict=False))
+    score = {name: r["accuracy"]["map50_95"] for name, r in runs.items()}
+    bar = score["small"]
+    shown = [name for name in runs if score[name] >= bar / 2]
+    lo = round(min(score[n] for n in shown) - 0.03, 2)
     names = list(runs)[::-1]
-    maps = [runs[n]["accuracy"]["map50_95"] for n in names]
-    bars.barh(names, maps, color=[colors[n] for n in names])
-    for y, value in enumerate(maps):
-        bars.text(value + 0.01, y, f"{value:.3f}", va="center")
-    bars.set_xlim(0, 1.1)
-    bars.set_xlabel("mAP50-95 (val)")
-    for name, r in runs.items():
-        flops = f"{r['flops'] / 1e9:.1f} GFLOPs"
-        scatter.scatter(_ms(r, "ort_cpu_1_thread"), r["accuracy"]["map50_95"], s=50, color=colors[name],
-                        label=f"{name} ({flops})")  # fmt: skip
-    scatter.set_xlabel("ms at 640x640, ONNX Runtime CPU, 1 thread")
+    bars.barh(names, [score[n] - lo for n in names], left=lo, color=[colors[n] for n in names])
+    for y, name in enumerate(names):
+        bars.text(max(score[name], lo) + 0.002, y, f"{score[name]:.3f}", va="center")
+    bars.set_xlim(lo, max(score.values()) + 0.02)
+    bars.set_xlabel(f"mAP50-95 (val), axis from {lo}")
+    for name in shown:
+        r = runs[name]
+        label = f"{name} ({r['flops'] / 1e9:.1f} GFLOPs)"
+        scatter.scatter(_ms(r, "ort_cpu_1_thread"), score[name], s=50, color=colors[name], label=label)
+    left_off = [
+        f"{n}: {score[n]:.3f} at {_ms(runs[n], 'ort_cpu_1_thread'):.0f} ms" for n in runs if n not in shown
+    ]
+    scatter.set_xlabel(
+        "ms at 640x640, ONNX Runtime CPU, 1 thread" + "".join(f"\n(off the chart: {t})" for t in left_off)
+    )
     scatter.set_ylabel("mAP50-95 (val)")
-    scatter.legend(fontsize=8, loc="center right")
+    scatter.legend(fontsize=8, loc="best")
     for ax in (bars, scatter):
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{doc['setup']['large']} pruned to {doc['setup']['small']}'s FLOPs, digits set")
+    bars.axvline(bar, color="gray", ls="--", lw=1)
+    scatter.axhline(bar, color="gray", ls="--", lw=1)
+    large, small = doc["setup"]["large"], doc["setup"]["small"]
+    fig.suptitle(f"{large} pruned to {small}'s FLOPs, digits set (dashed: {small} from scratch)")
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -384,7 +427,7 @@ def main() -> None:
     if args.fresh:
         shutil.rmtree(work, ignore_errors=True)
     doc = measure(QUICK if args.quick else FULL, work)
-    doc.update(quick=args.quick, torch_pruning=version("torch-pruning"))
+    doc.update(quick=args.quick, torch_pruning=version("torch-pruning"), round_to=ROUND_TO)
     command = "PYTHONPATH=src .venv/bin/python benchmarks/accuracy.py" + (" --quick" if args.quick else "")
     text = markdown(doc, command)
     write_results(name, doc, text)
