@@ -147,10 +147,9 @@ def check_same(recipe: Recipe | None, saved: Recipe, folder: Path, kind: str) ->
     if recipe is None or recipe.sha256() == saved.sha256():
         return
     now, then = recipe.as_dict(), saved.as_dict()
-    changed = [
-        f"{key}: {then[key]!r} there, {value!r} here" for key, value in now.items() if then[key] != value
-    ]
-    if "round_to" in (key.split(":")[0] for key in changed):
+    keys = [key for key in now if now[key] != then[key]]
+    changed = [f"{key}: {then[key]!r} there, {now[key]!r} here" for key in keys]
+    if "round_to" in keys:
         changed.append("(`round_to: auto` is the channel block of the machine that reads the recipe)")
     raise YoloPruneError(
         f"The recipe differs from the one {folder} was started with ({folder / 'recipe.yaml'}): "
