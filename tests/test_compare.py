@@ -76,6 +76,8 @@ def test_two_criteria_end_to_end(compared) -> None:
     assert f"| {pruned[0]['sparsity']:.1%} |" in lines[1]
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert doc["bench"]["settings"]["runs"] == 2 and doc["recipe"]["ratio"] == 0.5
+    checks = [line for line in compared["printed"].splitlines() if "Checked before training" in line]
+    assert [line.split(":")[0] for line in checks] == ["[check 1/2] l1", "[check 2/2] bn"]  # each once
 
 
 def test_progress_names_each_criterion_k_of_n_and_the_time_left(compared) -> None:

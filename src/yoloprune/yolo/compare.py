@@ -129,7 +129,11 @@ def compare(
     """
     folder = Path(folder)
     check_timing(runs, warmup)
-    recipe, names = _resume(recipe, criteria, folder) if resume else _start(recipe, criteria, folder, log)
+    if resume:
+        recipe, names = _resume(recipe, criteria, folder)
+        sizes: dict[str, int] = {}  # criteria not started yet are checked by their run
+    else:
+        recipe, names, sizes = _start(recipe, criteria, folder, log)
     n, began, spent = len(names), time.monotonic(), []
     results = []
     for k, name in enumerate(names, 1):
@@ -152,6 +156,7 @@ def compare(
             resume=state is False,
             log=lambda line: log(f"    {line}"),
             verbose=verbose,
+            checked=sizes.get(name),
         )
         spent.append(time.monotonic() - start)
         log(f"{head} done in {format_duration(spent[-1])} ({_outcome(result)})")
@@ -197,7 +202,9 @@ def _with(recipe: Recipe, criterion: str) -> Recipe:
 
 def _start(
     recipe: Recipe | None, criteria: list[str] | tuple[str, ...] | None, folder: Path, log: schedule.Log
-) -> tuple[Recipe, tuple[str, ...]]:
+) -> tuple[Recipe, tuple[str, ...], dict[str, int]]:
+    """Check everything, every criterion's recipe with a dry run, and create the comparison; return
+    the recipe, the criteria and each one's image size (so its run does not check it again)."""
     if recipe is None:
         raise YoloPruneError(
             "Give a recipe (or the schedule flags) to start a comparison, or --resume to continue one."
@@ -217,9 +224,10 @@ def _start(
     if recipe.importance != _DEFAULT_IMPORTANCE:
         note = f"; the recipe's importance {recipe.importance} is replaced by each criterion in turn"
     log(f"Comparing {len(names)} criteria ({', '.join(names)}) on one {recipe.schedule.value} recipe{note}.")
+    sizes = {}
     for k, (name, r) in enumerate(zip(names, recipes, strict=True), 1):
         try:
-            schedule.check_recipe(
+            sizes[name] = schedule.check_recipe(
                 r, log=lambda line, k=k, name=name: log(f"[check {k}/{len(names)}] {name}: {line}")
             )
         except YoloPruneError as e:
@@ -227,7 +235,7 @@ def _start(
     folder.mkdir(parents=True, exist_ok=True)
     recipe.save(folder / "recipe.yaml")
     _save_state(folder, recipe, names, finished=False)
-    return recipe, names
+    return recipe, names, sizes
 
 
 def _resume(

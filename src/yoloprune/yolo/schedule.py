@@ -125,13 +125,15 @@ def run(
     resume: bool = False,
     log: Log = print,
     verbose: bool = False,
+    checked: int | None = None,
 ) -> RunResult:
     """Run `recipe` into the new folder `folder`, or continue the run there (`resume=True`).
 
     Everything that can be checked is checked before any training: the model, the dataset (both
     splits labelled, the class count), the training arguments, the teacher, and every pruning step
-    (dry run on the baseline's weights, which catches an unreachable target). Progress goes to `log`;
-    `verbose` also shows Ultralytics' own training output.
+    (dry run on the baseline's weights, which catches an unreachable target). A caller that has
+    already checked `recipe` passes the image size `check_recipe` returned as `checked`. Progress goes
+    to `log`; `verbose` also shows Ultralytics' own training output.
 
     Example:
         >>> result = run(load_recipe("recipe.yaml"), "runs/prune1")  # doctest: +SKIP
@@ -139,7 +141,7 @@ def run(
         (PosixPath('runs/prune1/final.pt'), 0.41)
     """
     folder = Path(folder)
-    recipe, state = _resume(recipe, folder) if resume else _start(recipe, folder, log)
+    recipe, state = _resume(recipe, folder) if resume else _start(recipe, folder, log, checked)
     steps = plan(recipe)
     n = len(steps) - 1
     last = max((s.index for s in steps if s.epochs), default=0)  # the run's last fine-tune
@@ -194,7 +196,9 @@ def _epochs(n: int) -> str:
     return f"{n} epoch{'s' * (n != 1)}"
 
 
-def _start(recipe: Recipe | None, folder: Path, log: Log) -> tuple[Recipe, dict[str, Any]]:
+def _start(
+    recipe: Recipe | None, folder: Path, log: Log, checked: int | None
+) -> tuple[Recipe, dict[str, Any]]:
     if recipe is None:
         raise YoloPruneError(
             "Give a recipe (or the schedule flags) to start a run, or --resume to continue one."
@@ -207,7 +211,7 @@ def _start(recipe: Recipe | None, folder: Path, log: Log) -> tuple[Recipe, dict[
         raise YoloPruneError(
             f"--out {folder} exists and is not an empty folder; choose a new folder for the run."
         )
-    imgsz = check_recipe(recipe, log)
+    imgsz = check_recipe(recipe, log) if checked is None else checked
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "steps").mkdir()
     recipe.save(folder / "recipe.yaml")
