@@ -97,8 +97,7 @@ class Variant:
     distill: bool = False
     iterative: bool = False
 
-    def setting(self, s: Setup | dict) -> str:
-        steps = s.steps if isinstance(s, Setup) else s["steps"]
+    def setting(self, steps: int) -> str:
         extras = [", distilled"] * self.distill + [f", {steps} steps"] * self.iterative
         return f"{self.importance}, {self.allocation}" + "".join(extras)
 
@@ -274,7 +273,8 @@ def measure(s: Setup, work: Path) -> dict:
     parent = Path(runs["large"]["checkpoint"])
     target = flops_of(runs["small"]["checkpoint"], s.imgsz) / flops_of(parent, s.imgsz)
     for variant, v in VARIANTS.items():
-        what = f"{v.setting(s)}: to {target:.3f} of the FLOPs, {f} epochs, widths in multiples of {ROUND_TO}"
+        what = f"{v.setting(s.steps)}: to {target:.3f} of the FLOPs, {f} epochs"
+        what += f", widths in multiples of {ROUND_TO}"
         arm(variant, what, e + f, lambda out, v=variant: run_yoloprune(parent, data, target, out, s, v))
     history = json.loads((work / "yoloprune" / "run" / "history.json").read_text())
     goals = [row["flops"] for row in history["steps"] if row["kind"] == "prune"]
@@ -309,7 +309,7 @@ TITLES = {
 
 
 def title(name: str, setup: dict) -> str:
-    return TITLES[name].format(**setup, **{n: v.setting(setup) for n, v in VARIANTS.items()})
+    return TITLES[name].format(**setup, **{n: v.setting(setup["steps"]) for n, v in VARIANTS.items()})
 
 
 def _ms(r: dict, key: str) -> float | None:
