@@ -6,7 +6,7 @@ export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 
-.PHONY: install demo test test-slow lint coverage bench accuracy
+.PHONY: install demo test test-slow lint docs coverage bench accuracy
 
 $(BIN)/yoloprune: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ test-slow: install
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# Rewrite the generated parts of docs/ (the `--help` blocks of docs/cli.md), then check them all.
+docs: install
+	YOLOPRUNE_UPDATE_DOCS=1 $(BIN)/python -m pytest -q tests/test_docs.py -k cli_reference
+	$(BIN)/python -m pytest -q tests/test_docs.py
 
 coverage: install
 	PYTHONPATH=src $(BIN)/python benchmarks/coverage.py
