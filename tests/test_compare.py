@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -19,9 +20,11 @@ from yoloprune.bench.stats import count_params
 from yoloprune.bench.table import Bench, Measurement
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
+from yoloprune.yolo import compare as compare_module
 from yoloprune.yolo.compare import DEFAULT_CRITERIA, compare
 from yoloprune.yolo.io import load_model
 from yoloprune.yolo.recipe import load_recipe, recipe_from_dict
+from yoloprune.yolo.schedule import RunResult
 
 BENCH = ["--runs", "2", "--warmup", "0"]
 COLUMNS = ["criterion", "mAP50-95", "mAP50", "P", "R", "ORT CPU 1 thread ms", "speed-up", "FLOPs reduction"]
@@ -214,3 +217,24 @@ def test_gains_invert_the_ratios_against_the_first_model() -> None:
     lines = b.gains_markdown(["base", "half", "quarter"], "criterion").splitlines()
     assert lines[3] == "| half | 0.500 | n/a | n/a | n/a | 2.0 | 4.00x | 4.00x | 0.00 M | 75.0% |"
     assert lines[4] == "| quarter | 0.500 | n/a | n/a | n/a | n/a | n/a | 2.00x | 0.00 M | 25.0% |"
+
+
+def test_compare_exits_3_when_a_criterion_did_not_reach_its_target(monkeypatch, capsys) -> None:
+    """A criterion whose run stopped at max_drop gives exit status 3, naming it and why on stderr."""
+    stopped = "step 1 lost 0.300 mAP50-95, more than max_drop 0.1"
+    runs = tuple(
+        RunResult(Path(c), Path(c) / "final.pt", [], why) for c, why in (("l1", None), ("bn", stopped))
+    )
+    table = SimpleNamespace(gains_markdown=lambda labels, what: "| criterion |\n")
+    done = SimpleNamespace(criteria=("l1", "bn"), runs=runs, labels=("baseline", "l1", "bn"), bench=table)
+    monkeypatch.setattr(compare_module, "compare", lambda *a, **k: done)
+    argv = ["compare", "--schedule", "iterative", "--model", "m.pt", "--data", "d.yaml", "--ratio", "0.5"]
+    assert main([*argv, "--max-drop", "0.1", "--out", "cmp"]) == 3
+    assert f"target not reached (exit status 3) by bn: {stopped}" in capsys.readouterr().err
+    assert "3 the run finished but did not reach its target" in " ".join(_help("compare").split())
+
+
+def _help(command: str) -> str:
+    from yoloprune.cli import _parser
+
+    return next(a for a in _parser()._actions if a.dest == "command").choices[command].format_help()

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 import yaml
 from tiny_training import TRAIN, train_baseline
 
@@ -131,6 +132,96 @@ def test_iterative_run_stops_when_map_drops_more_than_max_drop(baseline, tmp_pat
     assert "step 2 lost 0.200 mAP50-95, more than max_drop 0.1" in result.stopped
     assert conv_widths(load_model(result.final).model) == result.history[1]["widths"]
     assert not any(line.startswith("[step 3/3]") for line in lines)
+
+
+def _worse_finetune(checkpoint, data, epochs, **kwargs):
+    """A stand-in fine-tune that writes its input with every weight halved, as a bad fine-tune would."""
+    loaded = load_model(checkpoint)
+    with torch.no_grad():
+        for p in loaded.model.parameters():
+            p.mul_(0.5)
+    best = Path(kwargs["project"]) / kwargs["name"] / "weights" / "best.pt"
+    best.parent.mkdir(parents=True, exist_ok=True)
+    return SimpleNamespace(best=save_checkpoint(loaded.model, best, source_ckpt=loaded.ckpt))
+
+
+def _scores(monkeypatch, scores: dict[str, float]) -> None:
+    """Replace the validator: each step's checkpoint (steps/stepK.pt) scores `scores["stepK"]`."""
+    monkeypatch.setattr(
+        schedule,
+        "evaluate",
+        lambda checkpoint, *a, **k: Metrics(scores[Path(checkpoint).stem], 0.9, 0.9, 0.9),
+    )
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    x, y = load_model(a).model.state_dict(), load_model(b).model.state_dict()
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_a_run_whose_first_step_exceeds_max_drop_keeps_the_baseline_and_exits_3(
+    baseline, tmp_path, monkeypatch, capsys
+) -> None:
+    """Step 1 falls 0.3 below the baseline: nothing pruned is kept, so the final fine-tune (which would
+    only make the unpruned baseline worse) is skipped, final.pt is the baseline's weights, the run says
+    loudly that the target was not reached, exits 3, and a resume says the same."""
+    _scores(monkeypatch, {"step0": 0.5, "step1": 0.2, "step2": 0.1, "step3": 0.01})
+    monkeypatch.setattr(schedule, "finetune", _worse_finetune)
+    fields = {
+        "schedule": "iterative",
+        "ratio": 0.5,
+        "steps": 2,
+        "epochs": 1,
+        "final_epochs": 1,
+        "max_drop": 0.1,
+    }
+    recipe, out = _recipe(tmp_path, baseline, **fields), tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out)]) == 3
+    captured = capsys.readouterr()
+    text = captured.out + captured.err  # the log, the table and the warning, wherever each goes
+    assert _same_weights(out / "final.pt", baseline[0])
+    assert _same_weights(out / "final.pt", out / "steps/step0.pt")
+    assert "target not reached: step 1 lost 0.300 mAP50-95, more than max_drop 0.1" in text
+    assert "final.pt is step 0, the unpruned baseline" in text
+    assert "[step 3/3] final fine-tune: skipped" in text
+    assert "warning: target not reached (exit status 3)" in captured.err
+    table = text[text.index("step  what") :]
+    assert "\n  1*  prune" in table
+    assert "* not kept: step 1 fell more than max_drop below the baseline's mAP50-95" in table
+    history = json.loads((out / "history.json").read_text())
+    assert history["outcome"] == {
+        "result": "steps/step0.pt",
+        "target_reached": False,
+        "stopped": "step 1 lost 0.300 mAP50-95, more than max_drop 0.1",
+    }
+    state = json.loads((out / "state.json").read_text())
+    assert (state["finished"], state["result"], state["target_reached"]) == (True, "steps/step0.pt", False)
+    assert main(["run", "--resume", "--out", str(out)]) == 3  # a finished run reports the same outcome
+    again = capsys.readouterr()
+    assert "already finished" in again.out + again.err
+    assert "target not reached: step 1 lost 0.300" in again.out + again.err
+    assert "warning: target not reached (exit status 3)" in again.err
+
+
+def test_a_final_fine_tune_that_lowers_the_map_is_not_kept(baseline, tmp_path, monkeypatch, capsys) -> None:
+    _scores(monkeypatch, {"step0": 0.5, "step1": 0.45, "step2": 0.3})
+    monkeypatch.setattr(schedule, "finetune", _worse_finetune)
+    recipe = _recipe(tmp_path, baseline, schedule="oneshot", ratio=0.5, epochs=0, final_epochs=1)
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    rows = json.loads((out / "history.json").read_text())["steps"]
+    assert [(r["step"], r["accepted"]) for r in rows] == [(0, True), (1, True), (2, False)]
+    assert _same_weights(out / "final.pt", out / "steps/step1.pt")
+    assert "not kept: the fine-tune lowered mAP50-95 from 0.450 to 0.300; final.pt is step 1" in text
+    assert "* not kept: step 2 lowered its input's mAP50-95" in text
+    assert "target not reached" not in text
+
+
+def test_run_help_names_the_exit_statuses(capsys) -> None:
+    assert main(["run", "--help"]) == 0
+    assert "3 the run finished but did not reach its target" in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from yoloprune.yolo.api import PruneResult
     from yoloprune.yolo.recipe import Recipe
 
+# `run` and `compare` finished, but a pruning step lost more than max_drop, so the run kept an earlier
+# step and its result does not reach the recipe's target.
+TARGET_NOT_REACHED = 3
+
 
 def _emit(data: str | bytes, out: str | None) -> None:
     """Print `data`, or write it atomically to `out`."""
@@ -301,7 +305,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run(_recipe(args), args.out, resume=args.resume, log=_log, verbose=args.verbose)
     print(render_history(result.history))
     print(f"result {result.final}; history {Path(args.out) / 'history'}.json, .csv, .png")
-    return 0
+    if result.target_reached:
+        return 0
+    print(
+        f"warning: target not reached (exit status {TARGET_NOT_REACHED}): {result.stopped}", file=sys.stderr
+    )
+    return TARGET_NOT_REACHED
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -319,7 +328,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         verbose=args.verbose,
     )
     print(c.bench.gains_markdown(c.labels, "criterion"), end="")
-    return 0
+    missed = [
+        f"{name}: {r.stopped}" for name, r in zip(c.criteria, c.runs, strict=True) if not r.target_reached
+    ]
+    if not missed:
+        return 0
+    print(
+        f"warning: target not reached (exit status {TARGET_NOT_REACHED}) by {'; '.join(missed)}",
+        file=sys.stderr,
+    )
+    return TARGET_NOT_REACHED
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -24,7 +24,9 @@
                           [--csv FILE] [--plot FILE.png] [--target-flops F [--round-to N|auto] [--plan PLAN]]
 
 Exit codes: 0 success, 1 a verification failed (`verify`), 2 a problem with the inputs (the
-message on stderr says what to do). `prune` writes nothing unless every check passes.
+message on stderr says what to do), 3 `run` or `compare` finished but did not reach its target (a
+pruning step lost more than max_drop; the result is the last step kept). `prune` writes nothing
+unless every check passes.
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ def _auto_or(number: type[float] | type[int], example: str) -> Callable[[str], f
 _ratio = _auto_or(float, "a fraction such as 0.5")  # --ratio auto: the act-* criteria choose widths
 _round_to = _auto_or(int, "a whole number such as 8")  # --round-to auto: this machine's channel block
 _ROUND_TO_HELP = "keep a multiple of N channels per group; auto: 16 with AVX-512, else 8 (1)"
+_TARGET_EPILOG = (
+    "exit status: 0 done; 2 a problem with the inputs; "
+    f"{commands.TARGET_NOT_REACHED} the run finished but did not reach its target: a pruning step lost "
+    "more than max_drop mAP50-95, so {} keeps the last step within max_drop as final.pt (the unpruned "
+    "baseline when none is) and says so in the log and history.json"
+)
 
 
 def _recipe_flags(s: argparse.ArgumentParser) -> None:
@@ -195,7 +203,9 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=commands.cmd_finetune)
 
     s = sub.add_parser(
-        "run", help="prune and fine-tune on a schedule (oneshot|iterative|layerwise), resumable"
+        "run",
+        help="prune and fine-tune on a schedule (oneshot|iterative|layerwise), resumable",
+        epilog=_TARGET_EPILOG.format("the run"),
     )
     s.add_argument("--out", required=True, metavar="DIR", help="the run folder (new, or the one to resume)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out after its last step")
@@ -203,7 +213,9 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=commands.cmd_run)
 
     s = sub.add_parser(
-        "compare", help="run one recipe once per importance criterion, then one table and plot of them all"
+        "compare",
+        help="run one recipe once per importance criterion, then one table and plot of them all",
+        epilog=_TARGET_EPILOG.format("each criterion's run"),
     )
     s.add_argument("--out", required=True, metavar="DIR", help="the comparison folder (new, or to resume)")
     s.add_argument("--resume", action="store_true", help="skip finished criteria, continue the rest")

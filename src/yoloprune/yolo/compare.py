@@ -84,7 +84,9 @@ class Comparison:
             f"Every criterion ran the same recipe ({recipe}) with its own importance. Measured as below.",
         ]
         stopped = [(c, r.stopped) for c, r in zip(self.criteria, self.runs, strict=True) if r.stopped]
-        lines += [f"- {c} stopped early: {why}" for c, why in stopped]
+        lines += [
+            f"- {c} did not reach the target: {why}; the row is its last step kept" for c, why in stopped
+        ]
         lines += ["", "#### Every measurement", "", self.bench.to_markdown()]
         return "\n".join(lines)
 

@@ -1,9 +1,11 @@
 """A run's history: one row per completed step, written as JSON, CSV, a text table and a plot.
 
 A row is plain data: `step`, `kind` ("baseline", "prune", "finetune"), `what`, `epochs`, `params`,
-`flops` (at `imgsz`), `map50_95`, `map50`, `precision`, `recall`, `accepted` (False when an
-iterative step fell more than `max_drop` below the baseline), `checkpoint` (relative to the run
-folder), `seconds`, and `widths` (output channels of every conv; JSON only).
+`flops` (at `imgsz`), `map50_95`, `map50`, `precision`, `recall`, `accepted` (False when a pruning
+step fell more than `max_drop` below the baseline, or a fine-tune-only step lowered its input's
+mAP50-95), `checkpoint` (relative to the run folder), `seconds`, and `widths` (output channels of
+every conv; JSON only). history.json also holds the recipe and, once the run has finished, its
+`outcome`: `result` (final.pt's step checkpoint), `target_reached` and `stopped` (why not).
 """
 
 from __future__ import annotations
@@ -34,16 +36,27 @@ CSV_COLUMNS = (
     "checkpoint",
     "seconds",
 )
+# Why a step of each kind is not kept (its row's `accepted` is False), for the table's legend.
+NOT_KEPT = {
+    "prune": "fell more than max_drop below the baseline's mAP50-95, so pruning stopped there",
+    "finetune": "lowered its input's mAP50-95",
+}
 
 
-def write_history(folder: Path, rows: Sequence[dict[str, Any]], recipe: dict[str, Any]) -> list[Path]:
-    """Write history.json, history.csv and (with matplotlib) history.png into `folder`, atomically.
+def write_history(
+    folder: Path,
+    rows: Sequence[dict[str, Any]],
+    recipe: dict[str, Any],
+    outcome: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Write history.json, history.csv and (with matplotlib) history.png into `folder`, atomically;
+    `outcome` (of a finished run) goes into history.json.
 
     Example:
         >>> write_history(Path("run"), state["steps"], recipe.as_dict())  # doctest: +SKIP
         [PosixPath('run/history.json'), PosixPath('run/history.csv'), PosixPath('run/history.png')]
     """
-    doc = json.dumps({"recipe": recipe, "steps": list(rows)}, indent=1)
+    doc = json.dumps({"recipe": recipe, "steps": list(rows), "outcome": outcome}, indent=1)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -89,12 +102,14 @@ def _plot(rows: Sequence[dict[str, Any]], title: str) -> bytes | None:
 
 
 def render_history(rows: Sequence[dict[str, Any]]) -> str:
-    """The history as an aligned text table (steps over the drop limit marked `*`).
+    """The history as an aligned text table, steps that were not kept marked `*` and explained in a
+    legend line under the table.
 
     Example:
         >>> print(render_history(json.loads(Path("run/history.json").read_text())["steps"]))  # doctest: +SKIP
         step  what      epochs     params  GFLOPs  mAP50-95  mAP50      P      R
         ...
+        * not kept: step 2 fell more than max_drop below the baseline's mAP50-95 ...
     """
     body = [
         (
@@ -111,4 +126,8 @@ def render_history(rows: Sequence[dict[str, Any]]) -> str:
         for r in rows
     ]
     headers = ("step", "what", "epochs", "params", "GFLOPs", "mAP50-95", "mAP50", "P", "R")
-    return text_table(headers, body, right=(0, 2, 3, 4, 5, 6, 7, 8))
+    table = text_table(headers, body, right=(0, 2, 3, 4, 5, 6, 7, 8))
+    why = [f"step {r['step']} {NOT_KEPT[r['kind']]}" for r in rows if not r["accepted"]]
+    if not why:
+        return table
+    return f"{table}\n* not kept: {'; '.join(why)}. final.pt is the last step without *."

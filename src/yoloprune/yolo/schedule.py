@@ -11,6 +11,12 @@ Step 0 measures the baseline; every pruning step prunes the result of the previo
 an optional last step only fine-tunes. A step counts once its checkpoint and then the state file
 are written, so a run killed at any moment resumes at the first step not recorded, and that step
 starts over from its input checkpoint.
+
+The result (final.pt) is always the last accepted step, so a run never ends with a model worse than
+one it already had: a pruning step that falls more than `max_drop` below the baseline stops the
+pruning (the target is not reached, and the run says so), and a fine-tune-only step that lowers its
+input's mAP50-95 is not kept. When no pruning step was kept, the final fine-tune is skipped and the
+result is the unpruned baseline.
 """
 
 from __future__ import annotations
@@ -80,7 +86,12 @@ class RunResult:
     folder: Path
     final: Path
     history: list[dict[str, Any]]
-    stopped: str | None  # why an iterative run stopped early, if it did
+    stopped: str | None  # why the run stopped pruning before its target (max_drop), if it did
+
+    @property
+    def target_reached(self) -> bool:
+        """Whether every pruning step of the recipe was kept (False: `stopped` says why not)."""
+        return self.stopped is None
 
 
 def plan(recipe: Recipe) -> list[Step]:
@@ -154,25 +165,53 @@ def run(
         for step in steps:
             if step.index in done or (state["stopped"] and step.kind == "prune"):
                 continue
+            if state["stopped"] and state["result"] == state["steps"][0]["checkpoint"]:
+                log(
+                    f"[step {step.index}/{n}] {step.what}: skipped (no pruning step was kept, and fine-tuning"
+                    " the unpruned baseline is not what the recipe asks for)"
+                )
+                continue
             then = "; fine-tune " if step.kind == "prune" else ", "
             log(f"[step {step.index}/{n}] {step.what}" + (then + _epochs(step.epochs) if step.epochs else ""))
             row = _do_step(step, recipe, folder, state, log, verbose, continued=step.index < last)
             state["steps"].append(row)
             if row["accepted"]:
                 state["result"] = row["checkpoint"]
-            else:
+            elif step.kind == "prune":
                 state["stopped"] = (
                     f"step {step.index} lost {state['steps'][0]['map50_95'] - row['map50_95']:.3f} mAP50-95, "
-                    f"more than max_drop {recipe.max_drop}; the result is {state['result']}"
+                    f"more than max_drop {recipe.max_drop}"
                 )
-                log(f"    stopped: {state['stopped']}")
+                log(f"    stopped: {state['stopped']}; no further pruning")
+            else:
+                kept = _kept(state)
+                log(
+                    f"    not kept: the fine-tune lowered mAP50-95 from {kept['map50_95']:.3f} to "
+                    f"{row['map50_95']:.3f}; final.pt is step {kept['step']}"
+                )
             _save_state(folder, state)
             write_history(folder, state["steps"], recipe.as_dict())
         final = folder / "final.pt"
         atomic_write(final, lambda tmp: shutil.copyfile(folder / state["result"], tmp))
         state["finished"] = True
+        state["target_reached"] = state["stopped"] is None
         _save_state(folder, state)
+        outcome = {
+            "result": state["result"],
+            "target_reached": state["target_reached"],
+            "stopped": state["stopped"],
+        }
+        write_history(folder, state["steps"], recipe.as_dict(), outcome)
+    if state["stopped"]:
+        kept = _kept(state)
+        what = "the unpruned baseline" if kept["step"] == 0 else "the last step kept"
+        log(f"target not reached: {state['stopped']}; final.pt is step {kept['step']}, {what}.")
     return RunResult(folder, folder / "final.pt", state["steps"], state["stopped"])
+
+
+def _kept(state: dict[str, Any]) -> dict[str, Any]:
+    """The history row of the run's current result (its last accepted step)."""
+    return next(row for row in state["steps"] if row["checkpoint"] == state["result"])
 
 
 def finished(folder: str | os.PathLike[str]) -> bool | None:
@@ -388,10 +427,11 @@ def _do_step(
                 _changed_widths(before, model), 110, initial_indent="    widths  ", subsequent_indent=" " * 12
             )
         )
-    baseline = state["steps"][0]["map50_95"] if state["steps"] else metrics.map50_95
-    accepted = not (
-        step.kind == "prune" and recipe.max_drop is not None and baseline - metrics.map50_95 > recipe.max_drop
-    )
+    if step.kind == "prune":  # within max_drop of the baseline
+        drop = state["steps"][0]["map50_95"] - metrics.map50_95
+        accepted = recipe.max_drop is None or drop <= recipe.max_drop
+    else:  # the baseline; a fine-tune only step must not lower its input's mAP50-95
+        accepted = step.kind == "baseline" or metrics.map50_95 >= _kept(state)["map50_95"]
     seconds = round(time.monotonic() - start, 1)
     log(
         f"    mAP50-95 {metrics.map50_95:.3f}  mAP50 {metrics.map50:.3f}  P {metrics.precision:.3f}  "
