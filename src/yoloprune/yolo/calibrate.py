@@ -22,13 +22,13 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 from torch import nn
-from ultralytics.nn.tasks import guess_model_task
 
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.importance import NEEDS, Evidence
 from yoloprune.yolo.check import check_imgsz, hyperparameters, num_classes
 from yoloprune.yolo.data import calibration_batches
+from yoloprune.yolo.io import model_task
 
 KINDS = frozenset({"taylor", "samples"})
 
@@ -86,7 +86,7 @@ def gather_evidence(
     classes: list[torch.Tensor] = []
     seen = 0
     try:
-        task = guess_model_task(work) if "taylor" in need else "detect"  # samples need boxes only
+        task = model_task(work) if "taylor" in need else "detect"  # samples need boxes only
         for b in calibration_batches(data_yaml, task, imgsz, images, batch):
             b = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
             seen += len(b["img"])

@@ -22,14 +22,15 @@ import torch
 from torch import nn
 from ultralytics import YOLO
 from ultralytics.cfg import get_cfg
-from ultralytics.nn.tasks import BaseModel, guess_model_task
+from ultralytics.nn.modules import Depth, SemanticSegment
+from ultralytics.nn.tasks import BaseModel
 from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_KEYS
 
 from yoloprune.errors import YoloPruneError
-from yoloprune.yolo.io import _quiet, save_checkpoint
+from yoloprune.yolo.io import _quiet, model_task, save_checkpoint
 
 ONNX_TOLERANCE = 1e-3  # max relative difference between ONNX Runtime's and torch's first output
-_TASKS = ("detect", "segment", "pose", "obb", "classify")
+_TASKS = ("detect", "segment", "pose", "obb", "classify", "semantic", "depth")
 _BATCH = 2  # images in the synthetic training batch
 _OBJECTS = 2  # objects per image
 
@@ -38,9 +39,10 @@ def train_step_check(model: nn.Module, imgsz: int = 64) -> float:
     """Run one train-mode forward, loss and backward on a copy of `model`; return the total loss.
 
     The batch is synthetic, seeded and tiny (2 images of `imgsz`, 2 objects each) in the format the
-    model's task needs (detect, segment, pose, obb or classify). Hyperparameters come from
-    `model.args` where present, else Ultralytics' defaults. A YoloPruneError says what failed:
-    the forward, the loss, a non-finite loss or a non-finite gradient.
+    model's task needs (detect, segment, pose, obb, classify, semantic or depth; the task is read from
+    the model's head). Hyperparameters come from `model.args` where present, else Ultralytics'
+    defaults. A YoloPruneError says what failed: the forward, the loss, a non-finite loss or a
+    non-finite gradient.
 
     Example:
         >>> from yoloprune.yolo.io import load_model
@@ -88,7 +90,8 @@ def onnx_check(model: nn.Module, imgsz: int = 64, workdir: Path | None = None) -
     The model is saved as a checkpoint, loaded back with `ultralytics.YOLO` and exported as a user
     would (`simplify=False`, so onnxslim is not needed). Both the exported file (CPU provider) and
     the loaded-back model in eval mode run one seeded random image; the result is the first
-    output's max abs difference divided by its max abs torch value, to compare with
+    output's max abs difference divided by its max abs torch value (for a class map, as semantic
+    segmentation exports, the share of pixels whose class differs), to compare with
     `ONNX_TOLERANCE`. The files (model.pt, model.onnx) go to `workdir`, else to a temporary folder
     removed afterwards.
 
@@ -115,6 +118,9 @@ def onnx_check(model: nn.Module, imgsz: int = 64, workdir: Path | None = None) -
                 "the export is unusable. Please report this with the model."
             ) from e
         reference = loaded.model.eval()
+        for m in reference.modules():  # the exporter switches these heads to their export branch: so here
+            if isinstance(m, (SemanticSegment, Depth)):  # upsampled to the image (semantic: its class map)
+                m.export, m.format = True, "onnx"
         if hasattr(reference, "end2end"):  # the exporter picks the NMS-free branch or not; do the same
             end2end = session.get_modelmeta().custom_metadata_map.get("end2end")
             reference.end2end = end2end == "True"
@@ -125,6 +131,8 @@ def onnx_check(model: nn.Module, imgsz: int = 64, workdir: Path | None = None) -
             f"The exported ONNX model's first output has shape {got.shape} but torch's has {want.shape}; "
             "the export does not compute what the model computes."
         )
+    if got.dtype.kind in "biu":  # a class map: the share of pixels whose class differs
+        return float(np.mean(got != want))
     return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-12))
 
 
@@ -158,11 +166,9 @@ def _task(model: nn.Module, check: str) -> str:
         raise YoloPruneError(
             f"{check} needs an Ultralytics model (e.g. YOLO(...).model), not a {type(model).__name__}."
         )
-    task = guess_model_task(model)
+    task = model_task(model)
     if task not in _TASKS:
-        raise YoloPruneError(
-            f"{check} supports detect, segment, pose, obb and classify models; this one is a {task} model."
-        )
+        raise YoloPruneError(f"{check} supports {', '.join(_TASKS)} models; this one is a {task} model.")
     return task
 
 
@@ -187,7 +193,7 @@ def hyperparameters(model: nn.Module) -> SimpleNamespace:
     if isinstance(args, SimpleNamespace):
         return args
     known = {k: v for k, v in (args or {}).items() if k in DEFAULT_CFG_KEYS} if isinstance(args, dict) else {}
-    return get_cfg(DEFAULT_CFG, known)
+    return get_cfg(DEFAULT_CFG, {**known, "task": model_task(model)})  # the task the model's head does
 
 
 def num_classes(model: nn.Module) -> int:
@@ -200,9 +206,17 @@ def _synthetic_batch(model: nn.Module, task: str, imgsz: int) -> dict[str, torch
     """A seeded batch in the format Ultralytics' dataloader gives the loss for `task`."""
     g = torch.Generator().manual_seed(0)
     batch = {"img": torch.rand(_BATCH, 3, imgsz, imgsz, generator=g)}  # (B, 3, H, W) in [0, 1)
+    if isinstance(getattr(model, "txt_feats", None), torch.Tensor):  # YOLO-World reads its classes' texts
+        batch["txt_feats"] = model.txt_feats.expand(_BATCH, -1, -1).clone()  # (B, nc, D) text embeddings
     nc = model.nc
     if task == "classify":
         batch["cls"] = torch.arange(_BATCH) % nc  # (B,)
+        return batch
+    if task == "semantic":
+        batch["semantic_mask"] = torch.randint(0, nc, (_BATCH, imgsz, imgsz), generator=g)  # (B, H, W)
+        return batch
+    if task == "depth":
+        batch["depth"] = 0.5 + 9.5 * torch.rand(_BATCH, imgsz, imgsz, generator=g)  # (B, H, W) metres
         return batch
     n = _BATCH * _OBJECTS
     cls = torch.arange(n, dtype=torch.float32) % nc

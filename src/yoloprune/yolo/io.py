@@ -32,7 +32,18 @@ from torch import nn
 from ultralytics import RTDETR, YOLO
 from ultralytics.engine.model import Model
 from ultralytics.nn import tasks
-from ultralytics.nn.tasks import BaseModel, guess_model_task, load_checkpoint
+from ultralytics.nn.modules import (
+    OBB,
+    Classify,
+    Depth,
+    Detect,
+    Pose,
+    RTDETRDecoder,
+    Segment,
+    SemanticSegment,
+    YOLOESegment,
+)
+from ultralytics.nn.tasks import BaseModel, load_checkpoint
 from ultralytics.utils import LOGGER, YAML
 from ultralytics.utils.patches import torch_load
 
@@ -44,6 +55,17 @@ CFG_DIR = Path(ultralytics.__file__).parent / "cfg" / "models"
 _SCALED = re.compile(r"(\d+)([nslmx])(.+)?$")
 # Top-level packages a process that loads a saved checkpoint is assumed to have.
 _LOADABLE_ROOTS = frozenset({"torch", "ultralytics", "numpy"}) | sys.stdlib_module_names
+# Output heads and their tasks, in the order Ultralytics' `guess_model_task` tests them (a Segment
+# is a Detect too); RT-DETR's decoder is a detect head (Ultralytics' RTDETR class says so).
+_HEADS = (
+    (SemanticSegment, "semantic"),
+    ((Segment, YOLOESegment), "segment"),
+    (Classify, "classify"),
+    (Pose, "pose"),
+    (OBB, "obb"),
+    (Depth, "depth"),
+    ((Detect, RTDETRDecoder), "detect"),
+)
 _HOOK_DICTS = (
     "_forward_hooks",
     "_forward_hooks_with_kwargs",
@@ -154,8 +176,9 @@ def save_checkpoint(
         ) from e
     snapshot = _snapshot(model)
     train_args = dict((source_ckpt or {}).get("train_args") or {})
-    if isinstance(getattr(snapshot, "task", None), str):
-        train_args.setdefault("task", snapshot.task)
+    task = model_task(snapshot)
+    if task != "unknown":  # what `YOLO(path).task` and a trainer resuming from train_args read
+        snapshot.task = train_args["task"] = task
     ckpt = {
         "epoch": -1,  # a finished checkpoint: Ultralytics will not try to resume it
         "best_fitness": None,
@@ -178,12 +201,31 @@ def save_checkpoint(
     return atomic_write(path, lambda tmp: torch.serialization.save(ckpt, tmp))
 
 
+def model_task(model: nn.Module) -> str:
+    """The task of an Ultralytics model, read from its structure: its output head's class, tested as
+    Ultralytics' `guess_model_task` tests it; else the model's `task` attribute (what `YOLO(...).task`
+    reports); "unknown" for a module that is not an Ultralytics model.
+
+    Never the "task" entry of `model.args`: a checkpoint saved by `YOLO("yolov8n-seg.yaml").save()`
+    carries Ultralytics' default arguments there, task "detect" included.
+
+    Example:
+        >>> model_task(load_model("yolov8n-pose.yaml").model)
+        'pose'
+    """
+    if not isinstance(model, BaseModel):
+        return "unknown"
+    for m in model.modules():
+        for head, task in _HEADS:
+            if isinstance(m, head):
+                return task
+    task = getattr(model, "task", None)
+    return task if isinstance(task, str) else "unknown"
+
+
 def _loaded(model: nn.Module, source: str, ckpt: dict[str, Any] | None) -> Loaded:
     model = model.float().cpu()
-    task = getattr(model, "task", None)
-    if not isinstance(task, str):
-        task = guess_model_task(model) if isinstance(model, BaseModel) else "unknown"
-    return Loaded(model=model, source=source, task=task, ckpt=ckpt)
+    return Loaded(model=model, source=source, task=model_task(model), ckpt=ckpt)
 
 
 @contextlib.contextmanager
