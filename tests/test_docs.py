@@ -1,28 +1,39 @@
-"""The README and docs/ say only what the code does: their commands parse, their excerpts are real.
+"""The README and docs/ say only what the code does: their snippets run, their commands parse.
 
+- every ```python block runs as written, in a fresh namespace in a temporary folder that holds a
+  tiny trained `best.pt` and its `digits/` dataset (the only files a snippet may assume);
+  `<!-- snippet: slow (why) -->` before a block moves it to `make test-slow` (a fast test still
+  resolves every name it imports), `<!-- snippet: not run: why -->` skips it (kept rare);
 - every `yoloprune ...` command line (in code blocks and inline) parses with the real parser;
 - the `usage` blocks of docs/cli.md are the real `--help` (`make docs` rewrites them);
 - the analysis excerpts between `<!-- analysis:start -->` and `<!-- analysis:end -->` are lines of
   the real `yoloprune analyze yolov8s.yaml --blocks 1 2 3` report, in order;
 - relative links and their #anchors resolve; docs/coverage.md links to the generated results
   instead of copying them, and those results back the README's claim;
+- every docstring example under src/yoloprune runs (doctest) in such a folder too.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
+import doctest
+import importlib
 import io
 import json
 import os
+import pkgutil
 import re
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+import yoloprune
 from yoloprune import cli
 
 ROOT = Path(__file__).parents[1]
@@ -68,6 +79,105 @@ def blocks(path: Path) -> list[Block]:
 
 ALL_BLOCKS = [b for p in DOCS for b in blocks(p)]
 PYTHON = [b for b in ALL_BLOCKS if b.lang == "python"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Python snippets
+
+
+def _not_run_reason(block: Block) -> str | None:
+    m = re.fullmatch(r"snippet: not run: (.+)", block.mark)
+    return m.group(1).strip() if m else None
+
+
+def _is_slow(block: Block) -> bool:
+    return re.fullmatch(r"snippet: slow \(.+\)", block.mark) is not None
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with what snippets and docstring examples may assume: `best.pt` (yolov8n trained one
+    epoch on 12 digit scenes at 64 px) and its dataset `digits/`."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_training import train_baseline
+
+    folder = tmp_path_factory.mktemp("doc-assets")
+    best, _ = train_baseline(folder)  # folder/digits, folder/baseline/weights/best.pt
+    shutil.copy(best, folder / "best.pt")
+    shutil.rmtree(folder / "baseline")
+    return folder
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, assets: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh current folder with copies of `assets`."""
+    shutil.copy(assets / "best.pt", tmp_path / "best.pt")
+    shutil.copytree(assets / "digits", tmp_path / "digits")  # data.yaml's paths are relative to it
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _snippet_params() -> list:
+    params = []
+    for b in PYTHON:
+        marks = []
+        if (reason := _not_run_reason(b)) is not None:
+            marks.append(pytest.mark.skip(reason=f"marked not run: {reason}"))
+        elif _is_slow(b):
+            marks.append(pytest.mark.slow)
+        params.append(pytest.param(b, id=b.id, marks=marks))
+    return params
+
+
+def test_the_docs_have_python_snippets():
+    assert len(PYTHON) >= 5, [b.id for b in PYTHON]
+
+
+@pytest.mark.parametrize("block", _snippet_params())
+def test_python_snippet_runs(block: Block, workdir: Path):
+    code = compile(block.text, block.id, "exec")
+    exec(code, {"__name__": "__main__"})
+
+
+@pytest.mark.parametrize("block", [pytest.param(b, id=b.id) for b in PYTHON])
+def test_python_snippet_imports_and_names_resolve(block: Block):
+    """Fast for every snippet, slow ones included: its imports work and every dotted name it reads
+    from an imported module exists (`yoloprune.yolo.compare.compare` after only `import yoloprune`
+    does not)."""
+    tree = ast.parse(block.text, block.id)
+    namespace: dict = {}
+    imports = [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
+    exec(compile(ast.Module(body=imports, type_ignores=[]), block.id, "exec"), namespace)
+    modules = {k for k, v in namespace.items() if type(v).__name__ == "module"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+            chain, base = [], node
+            while isinstance(base, ast.Attribute):
+                chain.append(base.attr)
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in modules:
+                obj = namespace[base.id]
+                for i, attr in enumerate(reversed(chain)):
+                    assert hasattr(obj, attr), (
+                        f"{block.id}: {'.'.join([base.id, *reversed(chain)][: i + 2])} does not exist"
+                    )
+                    obj = getattr(obj, attr)
+                    if type(obj).__name__ != "module":
+                        break
+
+
+def test_snippets_marked_not_run_are_rare_and_say_why():
+    marked = [b for b in PYTHON if b.mark.startswith("snippet:")]
+    for b in marked:
+        assert _is_slow(b) or _not_run_reason(b), f"{b.id}: unknown mark {b.mark!r}"
+    not_run = [b.id for b in PYTHON if _not_run_reason(b) is not None]
+    assert len(not_run) <= NOT_RUN_LIMIT, not_run
+
+
+def test_the_fast_check_catches_a_missing_submodule():
+    bad = Block(ROOT / "README.md", 0, "python", "import yoloprune\nyoloprune.yolo.nothing_here.compare", "")
+    with pytest.raises(AssertionError, match=r"yoloprune\.yolo\.nothing_here does not exist"):
+        test_python_snippet_imports_and_names_resolve(bad)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -276,3 +386,44 @@ def test_readme_is_a_front_door():
     assert 100 <= len(lines) <= 250
     assert "make demo" in text and "make test" in text
     assert all((ROOT / "docs" / name).exists() for name in re.findall(r"\(docs/([\w-]+\.md)", text))
+
+
+# --------------------------------------------------------------------------------------------------
+# Docstring examples
+
+SLOW_DOCTESTS = {  # name -> why it is slow; each function also has fast tests of its own
+    "yoloprune.yolo.api.prune": "four prunes of yolov8n, ~5 s (tests/test_prune_yolo.py)",
+    "yoloprune.yolo.evaluate.bench": "two ONNX exports and validations, ~4 s (tests/test_bench.py)",
+    "yoloprune.yolo.costs.block_costs": "a prune, ~2 s (the dry-run table in tests/test_allocation.py)",
+    "yoloprune.yolo.schedule.check_recipe": "a dry run, ~2 s (every run of tests/test_schedule.py)",
+}
+
+
+def _docstring_tests() -> list[doctest.DocTest]:
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    found = []
+    for info in pkgutil.walk_packages(yoloprune.__path__, "yoloprune."):
+        module = importlib.import_module(info.name)
+        found += [t for t in finder.find(module, info.name) if t.examples]
+    return sorted(found, key=lambda t: t.name)
+
+
+DOCTESTS = _docstring_tests()
+
+
+def test_the_code_has_docstring_examples():
+    assert len(DOCTESTS) >= 30
+
+
+@pytest.mark.parametrize(
+    "test",
+    [
+        pytest.param(t, id=t.name, marks=[pytest.mark.slow] if t.name in SLOW_DOCTESTS else [])
+        for t in DOCTESTS
+    ],
+)
+def test_docstring_example(test: doctest.DocTest, workdir: Path):
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    out = io.StringIO()
+    result = runner.run(test, out=out.write, clear_globs=False)
+    assert result.failed == 0, out.getvalue()

@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (argparse's usage errors give 2, like YoloPruneError).
 
     Example:
-        >>> main(["inspect", "yolov8n.yaml", "--format", "json", "--out", "blocks.json"])  # doctest: +SKIP
+        >>> main(["inspect", "yolov8n.yaml", "--format", "json", "--out", "blocks.json"])
         0
     """
     try:

@@ -115,7 +115,11 @@ def choose(
     checked against `measure(removed) -> (params, FLOPs)` when given (see `allocate.measurer`).
 
     Example:
-        >>> plan = choose(graph, model, select_groups(graph, None), PruneOptions(0.3))  # doctest: +SKIP
+        >>> from yoloprune.yolo.api import analyze
+        >>> a = analyze("yolov8n.yaml", run_probe=False)
+        >>> plan = choose(a.graph, a.model, select_groups(a.graph, ["model.1"]), PruneOptions(0.5))
+        >>> plan.convs["model.1.conv"]["out_before"], len(plan.convs["model.1.conv"]["keep_out"])
+        (32, 16)
     """
     ctx = Context(model, graph, np.random.default_rng(options.seed), evidence, options.aggregation)
     ranked = []

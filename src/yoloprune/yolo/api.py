@@ -2,8 +2,9 @@
 
 Example:
     >>> import yoloprune
-    >>> result = yoloprune.prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])  # doctest: +SKIP
-    >>> result.save("pruned.pt")  # doctest: +SKIP
+    >>> result = yoloprune.prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])
+    >>> result.save("pruned.pt")
+    PosixPath('pruned.pt')
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = Tr
     """Load `source` (.pt, YAML, YOLO or nn.Module) and trace its channel-dependency graph.
 
     Example:
-        >>> a = analyze("yolov8n.yaml")  # doctest: +SKIP
-        >>> sum(g.prunable for g in a.graph.groups)  # doctest: +SKIP
+        >>> a = analyze("yolov8n.yaml")
+        >>> sum(g.prunable for g in a.graph.groups)
         51
     """
     from yoloprune.graph.groups import build_groups
@@ -203,14 +204,14 @@ def prune(
     plan as that number.
 
     Example:
-        >>> r = prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])  # doctest: +SKIP
-        >>> r.equivalence.ok, r.params  # doctest: +SKIP
-        (True, (3157200, 3036256))
+        >>> r = prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])
+        >>> r.equivalence.ok, r.params
+        (True, (3157200, 3133456))
         >>> prune("yolov8n.yaml", "auto", importance="act-medoid", data="digits/data.yaml")  # doctest: +SKIP
-        >>> prune("yolov8s.yaml", target_flops=0.5, allocation="global").plan.budget.reached  # doctest: +SKIP
-        0.4999
-        >>> prune("yolov8s.yaml", target_flops=0.5, round_to="auto").options.round_to  # doctest: +SKIP
-        16
+        >>> round(prune("yolov8n.yaml", target_flops=0.5, allocation="global").plan.budget.reached, 2)
+        0.5
+        >>> prune("yolov8n.yaml", target_flops=0.5, round_to="auto").options.round_to in (8, 16)
+        True
     """
     if ratio is None and target_flops is None and target_params is None:
         ratio = 0.5
@@ -285,7 +286,9 @@ def verify(original: object, pruned: object, plan: str) -> Verification:
     """Check that `pruned` is `original` pruned by `plan`, and that it computes what it should.
 
     Example:
-        >>> verify("yolov8n.yaml", "pruned.pt", Path("plan.json").read_text()).ok  # doctest: +SKIP
+        >>> r = prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])
+        >>> _ = r.save("pruned.pt")
+        >>> verify("yolov8n.yaml", "pruned.pt", r.plan_json()).ok
         True
     """
     a = analyze(original, run_probe=False)

@@ -54,10 +54,10 @@ def gather_evidence(
 
     Example:
         >>> from yoloprune.yolo.api import analyze
-        >>> a = analyze("yolov8n.yaml")  # doctest: +SKIP
-        >>> ev = gather_evidence(a.model, a.graph, "digits/data.yaml", images=16, imgsz=160)  # doctest: +SKIP
-        >>> x, y = ev.samples["model.0.conv"]  # doctest: +SKIP
-        >>> ev.taylor["model.0.conv"].shape, x.shape == (len(y), 16)  # doctest: +SKIP
+        >>> a = analyze("best.pt", run_probe=False)
+        >>> ev = gather_evidence(a.model, a.graph, "digits/data.yaml", images=8, imgsz=64)
+        >>> x, y = ev.samples["model.0.conv"]
+        >>> ev.taylor["model.0.conv"].shape, x.shape == (len(y), 16)
         ((16,), True)
     """
     need = frozenset(need)
@@ -175,7 +175,9 @@ def evidence_for(
     """The evidence criterion `importance` reads, measured on `data`; None when it reads none.
 
     Example:
-        >>> evidence_for(model, graph, "l1", None) is None  # doctest: +SKIP
+        >>> from yoloprune.yolo.api import analyze
+        >>> a = analyze("yolov8n.yaml", run_probe=False)
+        >>> evidence_for(a.model, a.graph, "l1", None) is None
         True
     """
     needs = NEEDS.get(importance, frozenset())

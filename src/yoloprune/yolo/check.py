@@ -142,9 +142,9 @@ def export_onnx(checkpoint: Path, imgsz: int, simplify: bool = False) -> tuple[P
     onnxslim over the graph (it must be installed).
 
     Example:
-        >>> onnx_file, _ = export_onnx(Path("pruned.pt"), 640)  # doctest: +SKIP
-        >>> onnx_file.name  # doctest: +SKIP
-        'pruned.onnx'
+        >>> onnx_file, _ = export_onnx(Path("best.pt"), 64)
+        >>> onnx_file.name
+        'best.onnx'
     """
     try:
         with _quiet():

@@ -38,8 +38,9 @@ def block_costs(original: nn.Module, pruned: nn.Module, imgsz: int) -> list[Bloc
     `imgsz` x `imgsz`.
 
     Example:
-        >>> r = prune("yolov8n.yaml", 0.5)  # doctest: +SKIP
-        >>> block_costs(r.original, r.model, r.imgsz)[1].channels  # doctest: +SKIP
+        >>> from yoloprune.yolo.api import prune
+        >>> r = prune("yolov8n.yaml", 0.5, blocks=[1])
+        >>> block_costs(r.original, r.model, r.imgsz)[1].channels
         (32, 16)
     """
     inputs = (torch.zeros(1, 3, imgsz, imgsz),)

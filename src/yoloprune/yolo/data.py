@@ -47,9 +47,9 @@ def make_digits(out: str | os.PathLike[str], images: int = 500, imgsz: int = 160
     beside `out` and renamed into place, so `out` is either absent or complete.
 
     Example:
-        >>> ds = make_digits("digits", images=100, imgsz=160)  # doctest: +SKIP
-        >>> ds.yaml, ds.images  # doctest: +SKIP
-        (PosixPath('digits/data.yaml'), {'train': 80, 'val': 20})
+        >>> ds = make_digits("digits100", images=100, imgsz=160)
+        >>> ds.yaml, ds.images
+        (PosixPath('digits100/data.yaml'), {'train': 80, 'val': 20})
     """
     out = Path(out)
     if images < 2 or imgsz < 32:
@@ -156,8 +156,8 @@ def calibration_batches(
     keypoints for those tasks). Images are letterboxed, not augmented.
 
     Example:
-        >>> b = next(calibration_batches("digits/data.yaml", imgsz=160, images=8))  # doctest: +SKIP
-        >>> b["img"].shape  # doctest: +SKIP
+        >>> b = next(calibration_batches("digits/data.yaml", imgsz=160, images=8))
+        >>> b["img"].shape
         torch.Size([8, 3, 160, 160])
     """
     dataset = _dataset(data_yaml, task, imgsz, batch, split)

@@ -40,8 +40,8 @@ def accuracy(
     of the dataset YAML `data`, by Ultralytics' validator at `imgsz` (`finetune.evaluate`).
 
     Example:
-        >>> accuracy("pruned.pt", "digits/data.yaml", imgsz=160).map50_95  # doctest: +SKIP
-        0.412
+        >>> 0 <= accuracy("best.pt", "digits/data.yaml", imgsz=64).map50_95 <= 1
+        True
     """
     with tempfile.TemporaryDirectory(prefix="yoloprune-val-") as work:
         if isinstance(model, nn.Module):
@@ -63,9 +63,9 @@ class ValLoss:
     images of a dataset split, letterboxed, not augmented; the batches are read once.
 
     Example:
-        >>> score = ValLoss("digits/data.yaml", imgsz=160, images=32)  # doctest: +SKIP
-        >>> score(load_model("yolov8n.yaml").model)  # doctest: +SKIP
-        14.2
+        >>> score = ValLoss("digits/data.yaml", imgsz=64, images=4)
+        >>> score(load_model("best.pt").model) > 0
+        True
     """
 
     def __init__(
@@ -147,9 +147,11 @@ def bench(
     result are against the first model. Progress goes to stderr.
 
     Example:
-        >>> b = bench(["yolov8n.yaml", "pruned.pt"], imgsz=640, runs=20)  # doctest: +SKIP
-        >>> b.ratios(b.rows[1])["flops"]  # doctest: +SKIP
-        0.5012
+        >>> from yoloprune.yolo.api import prune
+        >>> _ = prune("best.pt", target_flops=0.5).save("pruned.pt")
+        >>> b = bench(["best.pt", "pruned.pt"], imgsz=64, runs=2, warmup=1)
+        >>> round(b.ratios(b.rows[1])["flops"], 1)
+        0.5
     """
     if not sources:
         raise YoloPruneError("bench needs at least one model.")

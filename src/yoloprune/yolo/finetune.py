@@ -178,8 +178,8 @@ class Distillation:
     loads the teacher itself.
 
     Example:
-        >>> cbs = callbacks.get_default_callbacks()  # doctest: +SKIP
-        >>> cbs["on_pretrain_routine_end"].append(Distillation("yolov8s.pt", 1.0))  # doctest: +SKIP
+        >>> cbs = callbacks.get_default_callbacks()
+        >>> cbs["on_pretrain_routine_end"].append(Distillation("best.pt", 1.0))
     """
 
     teacher: str
@@ -381,8 +381,8 @@ def evaluate(
     """Validate `checkpoint` on the val split of `data` with Ultralytics' validator (no plots).
 
     Example:
-        >>> evaluate("best.pt", "digits/data.yaml", imgsz=96).map50_95  # doctest: +SKIP
-        0.43
+        >>> 0 <= evaluate("best.pt", "digits/data.yaml", imgsz=64).map50_95 <= 1
+        True
     """
     with tempfile.TemporaryDirectory(prefix="yoloprune-val-") as tmp, _quiet():
         results = YOLO(str(Path(checkpoint).resolve())).val(

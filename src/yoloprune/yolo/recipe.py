@@ -162,7 +162,10 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     """Read and validate a recipe YAML; relative paths in it are relative to its folder.
 
     Example:
-        >>> load_recipe("recipe.yaml").schedule  # doctest: +SKIP
+        >>> doc = {"version": 1, "schedule": "layerwise", "model": "best.pt", "data": "digits/data.yaml",
+        ...        "ratio": 0.5, "layers": [1, 3]}
+        >>> _ = Path("recipe.yaml").write_text(json.dumps(doc))  # JSON is YAML
+        >>> load_recipe("recipe.yaml").schedule
         <Schedule.LAYERWISE: 'layerwise'>
     """
     path = Path(path)

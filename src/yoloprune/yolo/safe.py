@@ -151,6 +151,8 @@ def load_safe(path: str | os.PathLike[str]) -> nn.Module:
     """Rebuild the model in safe folder `path` without unpickling anything (float32, CPU, eval mode).
 
     Example:
+        >>> from yoloprune.yolo.io import load_model
+        >>> _ = save_safe(load_model("yolov8n.yaml").model, "yolov8n.safe")
         >>> model = load_safe("yolov8n.safe")
         >>> type(model).__name__
         'DetectionModel'
