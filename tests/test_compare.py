@@ -45,13 +45,20 @@ def compared(baseline, tmp_path_factory) -> dict:
     argv = ["compare", "--schedule", "oneshot", "--model", str(model), "--data", str(data), "--ratio", "0.5"]
     argv += ["--epochs", "0", "--importance", "fpgm", *(f"{k}={v}" for k, v in TRAIN.items())]
     argv += ["--criteria", "l1", "bn", "--out", str(out), *BENCH]
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
+    printed, logged = io.StringIO(), io.StringIO()  # stdout: the table; stderr: the progress
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(logged):
         code = main(argv)
-    return {"argv": argv, "out": out, "code": code, "printed": printed.getvalue()}
+    return {
+        "argv": argv,
+        "out": out,
+        "code": code,
+        "printed": printed.getvalue(),
+        "logged": logged.getvalue(),
+    }
 
 
 def test_two_criteria_end_to_end(compared) -> None:
-    assert compared["code"] == 0, compared["printed"]
+    assert compared["code"] == 0, compared["logged"]
     out = compared["out"]
     doc = json.loads((out / "compare.json").read_text())
     rows = doc["rows"]
@@ -79,21 +86,22 @@ def test_two_criteria_end_to_end(compared) -> None:
     assert f"| {pruned[0]['sparsity']:.1%} |" in lines[1]
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert doc["bench"]["settings"]["runs"] == 2 and doc["recipe"]["ratio"] == 0.5
-    checks = [line for line in compared["printed"].splitlines() if "Checked before training" in line]
+    checks = [line for line in compared["logged"].splitlines() if "Checked before training" in line]
     assert [line.split(":")[0] for line in checks] == ["[check 1/2] l1", "[check 2/2] bn"]  # each once
 
 
 def test_progress_names_each_criterion_k_of_n_and_the_time_left(compared) -> None:
-    lines = compared["printed"].splitlines()
-    assert "the recipe's importance fpgm is replaced by each criterion" in lines[0]
-    assert lines[1].startswith("[check 1/2] l1: Checked before training")
-    assert lines[2].startswith("[check 2/2] bn: Checked before training")
+    lines = compared["logged"].splitlines()  # progress on stderr, the table alone on stdout
+    told = [line for line in lines if line.startswith("[") or "the recipe's importance" in line]
+    assert "the recipe's importance fpgm is replaced by each criterion" in told[0]  # not the phases' lines
+    assert told[1].startswith("[check 1/2] l1: Checked before training")
+    assert told[2].startswith("[check 2/2] bn: Checked before training")
     heads = [line for line in lines if line.startswith("[criterion ")]
     assert heads[0].startswith("[criterion 1/2] l1: run ") and "left" not in heads[0]  # nothing to go by yet
     assert heads[1].startswith("[criterion 1/2] l1: done in ")
     assert re.match(r"\[criterion 2/2\] bn: run .*\(elapsed \d+:\d\d, about \d+:\d\d left\)$", heads[2])
     assert "    [step 1/1] prune every block, ratio 0.5" in lines  # the run's own progress, indented
-    assert lines[
+    assert compared["printed"].splitlines()[
         -1
     ] == "Speed-up: baseline's latency over the model's; FLOPs reduction: baseline's FLOPs " + (
         "over the model's; sparsity: the fraction of baseline's params removed."
@@ -190,10 +198,10 @@ def test_cli_resume_of_a_finished_comparison_measures_again(compared, tmp_path, 
     out = tmp_path / "cmp"
     shutil.copytree(compared["out"], out)
     assert main(["compare", "--resume", "--out", str(out), *BENCH]) == 0
-    printed = capsys.readouterr().out
-    assert "[criterion 1/2] l1: finished before; skipped" in printed
-    assert "[criterion 2/2] bn: finished before; skipped" in printed
-    assert "| criterion | mAP50-95 |" in printed and "| bn |" in printed
+    printed = capsys.readouterr()
+    assert "[criterion 1/2] l1: finished before; skipped" in printed.err
+    assert "[criterion 2/2] bn: finished before; skipped" in printed.err
+    assert printed.out.startswith("| criterion | mAP50-95 |") and "| bn |" in printed.out
 
 
 def test_run_and_compare_share_the_recipe_flags() -> None:

@@ -58,7 +58,7 @@ def test_digits_refuses_an_existing_folder_and_leaves_nothing_on_failure(tmp_pat
 def test_cli_data_digits(tmp_path, capsys):
     assert main(["data", "digits", "--out", str(tmp_path / "d"), "--images", "4", "--imgsz", "64"]) == 0
     assert (tmp_path / "d" / "data.yaml").is_file()
-    assert "data.yaml" in capsys.readouterr().out
+    assert "data.yaml" in capsys.readouterr().err  # "wrote DIR/data.yaml": a note, not a document
     assert main(["data", "digits", "--out", str(tmp_path / "d"), "--images", "4"]) == 2
 
 

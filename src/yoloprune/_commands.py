@@ -2,16 +2,22 @@
 
 Each `cmd_*` function runs one subcommand and returns its exit code; library imports happen inside
 them, so `yoloprune --help` stays fast. Outputs are written atomically.
+
+While a command runs (`document_on_stdout`), stdout carries only its document: write that with
+`_print` or `_emit`; print() goes to stderr (progress, notes, "wrote FILE"), as do Ultralytics' logger
+and progress bars, so `yoloprune inspect m.yaml --format json | jq` reads JSON and nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from torch import nn
 
@@ -28,13 +34,46 @@ if TYPE_CHECKING:
 TARGET_NOT_REACHED = 3
 
 
+_stdout: TextIO | None = None  # the real stdout while `document_on_stdout` holds
+
+
+@contextlib.contextmanager
+def document_on_stdout() -> Iterator[None]:
+    """Keep stdout for the command's document (`_print`, `_emit`) while the block runs: print(),
+    Ultralytics' logger (which writes to stdout) and its progress bars go to stderr meanwhile."""
+    global _stdout
+    saved, stdout, imported = _stdout, sys.stdout, "ultralytics" in sys.modules
+    with contextlib.redirect_stdout(sys.stderr):
+        from ultralytics.utils import LOGGER  # a first import logs (new settings file) to stderr too
+
+        handlers = [h for h in LOGGER.handlers if type(h) is logging.StreamHandler]
+        before = [h.stream if imported else stdout for h in handlers]  # stdout: Ultralytics' default
+        for handler in handlers:
+            handler.setStream(sys.stderr)
+        _stdout = stdout
+        try:
+            yield
+        finally:
+            _stdout = saved
+            for handler, stream in zip(handlers, before, strict=True):
+                handler.setStream(stream)
+
+
+def _print(text: str) -> None:
+    """Write `text` as part of the command's document: to stdout, a newline added if missing."""
+    stream = _stdout or sys.stdout
+    stream.write(text if text.endswith("\n") else text + "\n")
+
+
 def _emit(data: str | bytes, out: str | None) -> None:
-    """Print `data`, or write it atomically to `out`."""
+    """Print `data` as the command's document, or write it atomically to `out`."""
     if out is None:
         if isinstance(data, bytes):
-            sys.stdout.buffer.write(data)
+            stream = _stdout or sys.stdout
+            stream.flush()
+            stream.buffer.write(data)
         else:
-            sys.stdout.write(data if data.endswith("\n") else data + "\n")
+            _print(data)
         return
     if isinstance(data, bytes):
         atomic_write(out, lambda tmp: tmp.write_bytes(data))
@@ -183,9 +222,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.dry_run:
         from yoloprune.yolo.costs import block_costs, render_blocks
 
-        print(_prune_summary(result, replayed=args.plan_in, head="Dry run: would prune"))
-        print(render_blocks(block_costs(result.original, result.model, result.imgsz)))
-        print("dry run: nothing written")
+        _print(_prune_summary(result, replayed=args.plan_in, head="Dry run: would prune"))
+        _print(render_blocks(block_costs(result.original, result.model, result.imgsz)))
+        _print("dry run: nothing written")
         return 0
     loss = _checked("train-step", train_step_check, result.model)
     checks = [("train step", f"loss {loss:.4g} on a synthetic batch: ok")]
@@ -197,7 +236,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 f"{ONNX_TOLERANCE:g}), so nothing was written. Please report this with the plan."
             )
         checks.append(("ONNX", f"max rel diff {diff:.2g} between ONNX Runtime and PyTorch: ok"))
-    print(_prune_summary(result, checks, replayed=args.plan_in))
+    _print(_prune_summary(result, checks, replayed=args.plan_in))
     if args.plan:
         atomic_write(args.plan, lambda tmp: tmp.write_text(result.plan_json(), encoding="utf-8"))
     try:
@@ -206,7 +245,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if args.plan:
             Path(args.plan).unlink(missing_ok=True)
         raise
-    print(f"wrote {', '.join(filter(None, (args.out, args.plan)))}")
+    print(f"wrote {', '.join(filter(None, (args.out, args.plan)))}", file=sys.stderr)
     return 0
 
 
@@ -226,7 +265,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not eq.informative:
         print(
             f"note: {args.original}'s outputs barely depend on its input (signal {eq.signal:.2g}; untrained "
-            "weights?), so the equivalence row alone proves little; the weights and structural rows do."
+            "weights?), so the equivalence row alone proves little; the weights and structural rows do.",
+            file=sys.stderr,
         )
     model = load_model(args.pruned).model
     try:
@@ -241,11 +281,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
             )
         except YoloPruneError as e:
             rows.append(("ONNX", False, str(e)))
-    print(f"Verifying {args.pruned} against {args.original} with {args.plan}:")
+    _print(f"Verifying {args.pruned} against {args.original} with {args.plan}:")
     for name, ok, detail in rows:
-        print(f"  {name:<12}{'ok  ' if ok else 'FAIL'}  {detail}")
+        _print(f"  {name:<12}{'ok  ' if ok else 'FAIL'}  {detail}")
     failed = [name for name, ok, _ in rows if not ok]
-    print(f"FAILED: {', '.join(failed)}" if failed else "all checks passed")
+    _print(f"FAILED: {', '.join(failed)}" if failed else "all checks passed")
     return 1 if failed else 0
 
 
@@ -254,7 +294,7 @@ def cmd_data_digits(args: argparse.Namespace) -> int:
 
     made = make_digits(args.out, images=args.images, imgsz=args.imgsz, seed=args.seed)
     counts = ", ".join(f"{split} {n} images, {made.boxes[split]} boxes" for split, n in made.images.items())
-    print(f"wrote {made.yaml} ({counts}; 10 classes, {args.imgsz}x{args.imgsz})")
+    print(f"wrote {made.yaml} ({counts}; 10 classes, {args.imgsz}x{args.imgsz})", file=sys.stderr)
     return 0
 
 
@@ -272,11 +312,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         args.checkpoint, data, epochs, teacher=args.teacher, distill_weight=args.distill_weight, **kwargs
     )
     m = ft.metrics
-    print(
+    _print(
         f"Fine-tuned {args.checkpoint} for {epochs} epochs, widths and {ft.params:,} params kept: mAP50-95 "
         f"{m.map50_95:.3f}, mAP50 {m.map50:.3f}, precision {m.precision:.3f}, recall {m.recall:.3f}"
     )
-    print(f"wrote {ft.best} (plain Ultralytics checkpoint)")
+    print(f"wrote {ft.best} (plain Ultralytics checkpoint)", file=sys.stderr)
     return 0
 
 
@@ -295,7 +335,7 @@ def _recipe(args: argparse.Namespace) -> Recipe | None:
 
 
 def _log(line: str) -> None:
-    print(line, flush=True)
+    print(line, file=sys.stderr, flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -303,8 +343,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from yoloprune.yolo.schedule import run
 
     result = run(_recipe(args), args.out, resume=args.resume, log=_log, verbose=args.verbose)
-    print(render_history(result.history))
-    print(f"result {result.final}; history {Path(args.out) / 'history'}.json, .csv, .png")
+    _print(render_history(result.history))
+    _print(f"result {result.final}; history {Path(args.out) / 'history'}.json, .csv, .png")
     if result.target_reached:
         return 0
     print(
@@ -327,7 +367,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         log=_log,
         verbose=args.verbose,
     )
-    print(c.bench.gains_markdown(c.labels, "criterion"), end="")
+    _print(c.bench.gains_markdown(c.labels, "criterion"))
     missed = [
         f"{name}: {r.stopped}" for name, r in zip(c.criteria, c.runs, strict=True) if not r.target_reached
     ]
@@ -381,7 +421,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         batch=args.batch,
         analysis=a,
     )
-    print(s.to_text())
+    _print(s.to_text())
     if args.csv:
         _emit(s.to_csv(), args.csv)
     if args.plot:
@@ -390,8 +430,11 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     if args.target_flops is None:
         return 0
     plan = sensitivity.plan_for_target(s, a, args.target_flops, args.round_to, args.min_channels)
-    print(sensitivity.render_plan(s, plan, a))
+    _print(sensitivity.render_plan(s, plan, a))
     if args.plan:
         _emit(sensitivity.plan_json(s, plan, args.round_to, args.min_channels), args.plan)
-        print(f"replay it with: yoloprune prune {args.model} --plan-in {args.plan} --out pruned.pt")
+        print(
+            f"replay it with: yoloprune prune {args.model} --plan-in {args.plan} --out pruned.pt",
+            file=sys.stderr,
+        )
     return 0

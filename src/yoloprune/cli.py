@@ -27,6 +27,9 @@ Exit codes: 0 success, 1 a verification failed (`verify`), 2 a problem with the 
 message on stderr says what to do), 3 `run` or `compare` finished but did not reach its target (a
 pruning step lost more than max_drop; the result is the last step kept). `prune` writes nothing
 unless every check passes.
+
+Stdout carries only the command's document (a report, a table, JSON, Markdown, DOT, SVG); warnings,
+progress and "wrote FILE" lines go to stderr.
 """
 
 from __future__ import annotations
@@ -296,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
         return int(e.code or 0)
     try:
-        return args.run(args)
+        with commands.document_on_stdout():  # stdout: the document only; logs and warnings: stderr
+            return args.run(args)
     except YoloPruneError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
