@@ -155,3 +155,28 @@ def test_a_command_keeps_stdout_for_its_document(capsys):
     assert captured.out == "the document\n"
     assert captured.err.splitlines() == ["a note", "WARNING ⚠️ a warning", "[step 1/2] prune"]
     assert [h.stream for h in LOGGER.handlers] == before
+
+
+@pytest.mark.parametrize(
+    "unbuffered", [pytest.param("1", marks=pytest.mark.slow), ""], ids=["unbuffered", "buffered"]
+)
+def test_a_reader_that_stops_early_ends_the_command_quietly(unbuffered):
+    """`yoloprune prune m.yaml --ratio 0.5 --dry-run | head -1`: the reader of stdout is gone before
+    the command writes (here before it starts, so the test does not depend on timing); it exits with
+    141 (128 + SIGPIPE, as a shell shows for `cat`) and no traceback, whether stdout is buffered or not."""
+    argv = ["prune", str(DATA / "tiny.yaml"), "--ratio", "0.5", "--dry-run"]
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "yoloprune.cli", *argv],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": unbuffered},
+            timeout=300,
+        )
+    finally:
+        os.close(write)
+    assert run.returncode == 141, run.stderr
+    assert "Traceback" not in run.stderr and "BrokenPipeError" not in run.stderr, run.stderr

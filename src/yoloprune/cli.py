@@ -29,12 +29,15 @@ pruning step lost more than max_drop; the result is the last step kept). `prune`
 unless every check passes.
 
 Stdout carries only the command's document (a report, a table, JSON, Markdown, DOT, SVG); warnings,
-progress and "wrote FILE" lines go to stderr.
+progress and "wrote FILE" lines go to stderr. A reader that closes stdout early (`| head -1`) ends the
+command quietly with status 141 (128 + SIGPIPE, what a shell shows for `cat` there).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -60,6 +63,7 @@ def _auto_or(number: type[float] | type[int], example: str) -> Callable[[str], f
 _ratio = _auto_or(float, "a fraction such as 0.5")  # --ratio auto: the act-* criteria choose widths
 _round_to = _auto_or(int, "a whole number such as 8")  # --round-to auto: this machine's channel block
 _ROUND_TO_HELP = "keep a multiple of N channels per group; auto: 16 with AVX-512, else 8 (1)"
+BROKEN_PIPE = 141  # 128 + SIGPIPE: the status a shell shows for `cat` when its reader stops early
 _TARGET_EPILOG = (
     "exit status: 0 done; 2 a problem with the inputs; "
     f"{commands.TARGET_NOT_REACHED} the run finished but did not reach its target: a pruning step lost "
@@ -287,13 +291,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit code (argparse's usage errors give 2, like YoloPruneError).
-
-    Example:
-        >>> main(["inspect", "yolov8n.yaml", "--format", "json", "--out", "blocks.json"])
-        0
-    """
+def _run(argv: Sequence[str] | None) -> int:
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
@@ -304,6 +302,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except YoloPruneError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code (argparse's usage errors give 2, like YoloPruneError).
+
+    Example:
+        >>> main(["inspect", "yolov8n.yaml", "--format", "json", "--out", "blocks.json"])
+        0
+    """
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # now, not at exit: a reader that stopped early shows here
+        return code
+    except BrokenPipeError:  # the reader closed stdout early (`yoloprune ... | head -1`): stop quietly
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # no file descriptor: nothing to do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes it at exit
+        return BROKEN_PIPE
 
 
 if __name__ == "__main__":
