@@ -19,13 +19,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from torch import nn
-
 from yoloprune._atomic import atomic_write
 from yoloprune.errors import YoloPruneError
-from yoloprune.pruning.plan import select_groups
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from yoloprune.yolo.api import PruneResult
     from yoloprune.yolo.recipe import Recipe
 
@@ -133,6 +132,8 @@ def _prune_summary(
 ) -> str:
     """What a prune did and the evidence that it is right; `checks` adds (name, result) rows and
     `replayed` names the plan file the channels came from, if any."""
+    from yoloprune.pruning.plan import select_groups
+
     graph, plan, opts = result.analysis.graph, result.plan, result.options
     in_scope = [g for g in select_groups(graph, opts.scope) if g.prunable]
     pruned = sum(1 for g in in_scope if plan.removed.intersection(g.classes))

@@ -42,8 +42,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from yoloprune import _commands as commands
+from yoloprune.choices import CRITERIA_NAMES, Aggregation
 from yoloprune.errors import YoloPruneError
-from yoloprune.importance import CRITERIA, Aggregation
 
 
 def _auto_or(number: type[float] | type[int], example: str) -> Callable[[str], float | int | str]:
@@ -90,7 +90,7 @@ def _recipe_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--max-drop", type=float, metavar="D", help="iterative: stop when mAP50-95 falls more")
     s.add_argument("--blocks", nargs="+", type=int, metavar="I", help="oneshot/iterative: prune only these")
     s.add_argument("--exclude", nargs="+", metavar="PATH", help="layers never to prune")
-    s.add_argument("--importance", choices=sorted(CRITERIA), help="channel ranking (l1)")
+    s.add_argument("--importance", choices=CRITERIA_NAMES, help="channel ranking (l1)")
     s.add_argument("--global", dest="allocation", action="store_const", const="global", help="global ranking")
     s.add_argument("--aggregation", choices=[a.value for a in Aggregation])
     s.add_argument("--round-to", type=_round_to, metavar="N|auto", help=_ROUND_TO_HELP)
@@ -143,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument("--target-params", type=float, metavar="F", help=keep.format("params"))
     how.add_argument("--plan-in", metavar="PLAN", help="replay the channel choices of a plan file")
     selection(s)
-    s.add_argument("--importance", choices=sorted(CRITERIA), default="l1", help="channel ranking")
+    s.add_argument("--importance", choices=CRITERIA_NAMES, default="l1", help="channel ranking")
     s.add_argument(
         "--aggregation",
         choices=[a.value for a in Aggregation],
@@ -231,7 +231,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="NAME",
         help="importance criteria, run in this order (default: the seed's four methods, act-maxweight "
-        f"act-medoid act-maxgamma bn); choose from {', '.join(sorted(CRITERIA))}",
+        f"act-medoid act-maxgamma bn); choose from {', '.join(CRITERIA_NAMES)}",
     )
     s.add_argument("--imgsz", type=int, metavar="N", help="benchmark image size (default: the runs' size)")
     s.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs per model, median kept (50)")
@@ -271,7 +271,7 @@ def _parser() -> argparse.ArgumentParser:
         default="loss",
         help="loss: validation loss on --images images (fast); map: mAP50-95 on the whole val split (slow)",
     )
-    s.add_argument("--importance", choices=sorted(CRITERIA), default="l1", help="which channels go first")
+    s.add_argument("--importance", choices=CRITERIA_NAMES, default="l1", help="which channels go first")
     s.add_argument("--images", type=int, default=32, metavar="N", help="val images for --metric loss (32)")
     s.add_argument(
         "--imgsz", type=int, metavar="N", help="image size for the metric (the model's training size)"

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 from torch import nn
 
+from yoloprune.choices import Aggregation
 from yoloprune.graph.groups import ChannelGraph, Group
 
 
@@ -33,13 +33,6 @@ class Ranking:
 
     scores: np.ndarray
     keep: int | None = None
-
-
-class Aggregation(str, Enum):
-    """How a criterion combines a channel's per-member values into one score (`--aggregation`)."""
-
-    MEAN = "mean"  # mean of each member's values divided by that member's mean: every layer counts alike
-    SUM = "sum"  # sum of raw values: members with larger values (wide or 3x3 layers) weigh more
 
 
 @dataclass(frozen=True)
