@@ -42,6 +42,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from yoloprune import _commands as commands
+from yoloprune import progress
 from yoloprune.choices import CRITERIA_NAMES, Aggregation
 from yoloprune.errors import YoloPruneError
 
@@ -297,7 +298,8 @@ def _run(argv: Sequence[str] | None) -> int:
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
         return int(e.code or 0)
     try:
-        with commands.document_on_stdout():  # stdout: the document only; logs and warnings: stderr
+        # stdout: the document only; logs, warnings and the progress of long phases: stderr
+        with commands.document_on_stdout(), progress.reporting():
             return args.run(args)
     except YoloPruneError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -22,6 +22,7 @@ from yoloprune._layers import output_weight
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.groups import ChannelGraph, Group, covers
 from yoloprune.importance import CRITERIA, Context, Evidence, Ranking
+from yoloprune.progress import phase
 from yoloprune.pruning.allocate import Allocator, Budget, CostModel, Measure, meet_target
 from yoloprune.pruning.options import Allocation, PruneOptions
 
@@ -123,10 +124,12 @@ def choose(
     """
     ctx = Context(model, graph, np.random.default_rng(options.seed), evidence, options.aggregation)
     ranked = []
-    for group in groups:
-        if group.prunable:
+    prunable = [g for g in groups if g.prunable]
+    with phase(f"ranking channels by {options.importance}", len(prunable), "groups") as progress:
+        for group in prunable:
             ranking = CRITERIA[options.importance](ctx, group)
             ranked.append((group, ranking if isinstance(ranking, Ranking) else Ranking(ranking)))
+            progress.advance()
     alloc = Allocator(ranked, options.limits, options.allocation is Allocation.GLOBAL)
     budget = None
     if options.ratio == "auto":
@@ -139,8 +142,9 @@ def choose(
     elif options.target is not None:
         if inputs is None:
             raise ValueError("choose: a params/FLOPs target needs `inputs` to count FLOPs at")
-        cost = CostModel.build(model, graph, inputs)
-        kept, budget = meet_target(alloc, graph, cost, *options.target, measure)
+        with phase(f"searching for the {options.target[0].value} target"):
+            cost = CostModel.build(model, graph, inputs)
+            kept, budget = meet_target(alloc, graph, cost, *options.target, measure)
     elif alloc.is_global:
         kept = alloc.search(lambda k: float(k.sum()), (1 - options.ratio) * alloc.sizes.sum())
     else:

@@ -18,6 +18,7 @@ from torch import nn
 from yoloprune._meta import meta_copy
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.graph.trace import Pin
+from yoloprune.progress import phase
 from yoloprune.pruning.apply import apply_plan
 from yoloprune.pruning.verify import prune_and_compare
 
@@ -90,6 +91,8 @@ def probe(
     except Exception:  # some models read tensor values (e.g. .item()); probe them for real
         on_meta = False
     found: dict[int, Pin] = {}
-    _bisect([g for g in graph.groups if g.prunable], shapes, found)
-    _bisect([g for g in graph.groups if g.prunable and g.id not in found], values, found)
+    prunable = [g for g in graph.groups if g.prunable]
+    with phase(f"probe: pruning each of {len(prunable)} groups for real"):
+        _bisect(prunable, shapes, found)
+        _bisect([g for g in prunable if g.id not in found], values, found)
     return graph.with_pins(found)

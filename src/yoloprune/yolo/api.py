@@ -22,6 +22,7 @@ from yoloprune.bench.stats import count_flops, count_params
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.graph.trace import TraceError, trace
+from yoloprune.progress import phase
 from yoloprune.pruning.allocate import measurer
 from yoloprune.pruning.plan import Plan, PruneOptions, choose, load_plan, recorded_options, select_groups
 from yoloprune.pruning.probe import probe
@@ -110,7 +111,8 @@ def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = Tr
     model, exclude = loaded.model, tuple(exclude)
     check_layers(model, exclude, "--exclude")
     try:
-        t = trace(model, adapter.example_inputs(model), adapter.adapts_split, adapter.select_outputs)
+        with phase("tracing channel dependencies"):
+            t = trace(model, adapter.example_inputs(model), adapter.adapts_split, adapter.select_outputs)
     except TraceError as e:
         raise YoloPruneError(
             f"{loaded.source}: {e}. The model must run on a {adapter.example_inputs(model)[0].shape} input."
@@ -249,11 +251,12 @@ def prune(
     original = a.model
     inputs = adapter.example_inputs(original, seed=seed)
     fix, select = adapter.fix_attributes, adapter.select_outputs
-    pruned, widths, equivalence = prune_and_compare(
-        original, a.graph, chosen.removed, inputs, fix, select, measure_signal=True, own=True
-    )
-    with excited(original, _excitation_batch(original, seed), seed):
-        _, _, structural = prune_and_compare(original, a.graph, chosen.removed, inputs, fix, select)
+    with phase("verification: the pruned model against the masked original"):
+        pruned, widths, equivalence = prune_and_compare(
+            original, a.graph, chosen.removed, inputs, fix, select, measure_signal=True, own=True
+        )
+        with excited(original, _excitation_batch(original, seed), seed):
+            _, _, structural = prune_and_compare(original, a.graph, chosen.removed, inputs, fix, select)
     for name, eq in (("its own weights", equivalence), ("signal-carrying weights", structural)):
         if not eq.ok:
             raise YoloPruneError(
@@ -282,6 +285,7 @@ class Verification:
         return self.same_shapes and self.same_weights and self.equivalence.ok and self.structural.ok
 
 
+@phase("verification: the pruned file against its original and plan")
 def verify(original: object, pruned: object, plan: str) -> Verification:
     """Check that `pruned` is `original` pruned by `plan`, and that it computes what it should.
 

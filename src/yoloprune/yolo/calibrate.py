@@ -26,11 +26,13 @@ from torch import nn
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.importance import NEEDS, Evidence
+from yoloprune.progress import phase
 from yoloprune.yolo.check import check_imgsz, hyperparameters, num_classes
 from yoloprune.yolo.data import calibration_batches
 from yoloprune.yolo.io import model_task
 
 KINDS = frozenset({"taylor", "samples"})
+_MEASURED = {"samples": "activations at box centres", "taylor": "Taylor importance (loss gradients)"}
 
 
 def producer_convs(model: nn.Module, groups: Iterable[Group]) -> list[str]:
@@ -87,22 +89,25 @@ def gather_evidence(
     seen = 0
     try:
         task = model_task(work) if "taylor" in need else "detect"  # samples need boxes only
-        for b in calibration_batches(data_yaml, task, imgsz, images, batch):
-            b = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
-            seen += len(b["img"])
-            if "taylor" in need:
-                grads = _loss_gradients(work, b, captured, convs, data_yaml)
-                for path, g in grads.items():
-                    a = captured[path].detach()  # (B, C, H, W)
-                    taylor[path] = taylor.get(path, 0) + (a * g).sum((2, 3)).abs().sum(0).double().cpu()
-            else:
-                with torch.no_grad():
-                    work(b["img"])
-            if "samples" in need:
-                for path in convs:
-                    samples[path].append(_at_box_centres(captured[path].detach(), b))
-                classes.append(b["cls"].view(-1).long().cpu())
-            captured.clear()
+        what = " and ".join(_MEASURED[k] for k in sorted(need))
+        with phase(f"calibration: {what} at {imgsz}x{imgsz}", images, "images") as progress:
+            for b in calibration_batches(data_yaml, task, imgsz, images, batch):
+                b = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+                seen += len(b["img"])
+                if "taylor" in need:
+                    grads = _loss_gradients(work, b, captured, convs, data_yaml)
+                    for path, g in grads.items():
+                        a = captured[path].detach()  # (B, C, H, W)
+                        taylor[path] = taylor.get(path, 0) + (a * g).sum((2, 3)).abs().sum(0).double().cpu()
+                else:
+                    with torch.no_grad():
+                        work(b["img"])
+                if "samples" in need:
+                    for path in convs:
+                        samples[path].append(_at_box_centres(captured[path].detach(), b))
+                    classes.append(b["cls"].view(-1).long().cpu())
+                captured.clear()
+                progress.advance(len(b["img"]))
     finally:
         for h in handles:
             h.remove()

@@ -27,6 +27,7 @@ from ultralytics.nn.tasks import BaseModel
 from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_KEYS
 
 from yoloprune.errors import YoloPruneError
+from yoloprune.progress import phase
 from yoloprune.yolo.io import _quiet, model_task, save_checkpoint
 
 ONNX_TOLERANCE = 1e-3  # max relative difference between ONNX Runtime's and torch's first output
@@ -35,6 +36,7 @@ _BATCH = 2  # images in the synthetic training batch
 _OBJECTS = 2  # objects per image
 
 
+@phase("train-step check (forward, loss, backward)")
 def train_step_check(model: nn.Module, imgsz: int = 64) -> float:
     """Run one train-mode forward, loss and backward on a copy of `model`; return the total loss.
 
@@ -84,6 +86,7 @@ def train_step_check(model: nn.Module, imgsz: int = 64) -> float:
     return total.item()
 
 
+@phase("ONNX check (export, then ONNX Runtime against torch)")
 def onnx_check(model: nn.Module, imgsz: int = 64, workdir: Path | None = None) -> float:
     """Export `model` with Ultralytics' ONNX exporter; return how far ONNX Runtime is from torch.
 

@@ -49,6 +49,7 @@ from ultralytics.utils.patches import torch_load
 
 from yoloprune._atomic import atomic_write
 from yoloprune.errors import YoloPruneError
+from yoloprune.progress import phase
 
 CFG_DIR = Path(ultralytics.__file__).parent / "cfg" / "models"
 # Ultralytics' naming rule: "yolov8s.yaml" is "yolov8.yaml" built at scale "s".
@@ -119,15 +120,16 @@ def load_model(source: str | os.PathLike[str] | Model | nn.Module) -> Loaded:
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         suffix = Path(text).suffix.lower()
-        if Path(text).is_dir() and suffix != ".pt":  # a pickle-free safe folder (yoloprune.yolo.safe)
-            from yoloprune.yolo.safe import read_safe
+        with phase(f"loading {text}"):
+            if Path(text).is_dir() and suffix != ".pt":  # a pickle-free safe folder (yoloprune.yolo.safe)
+                from yoloprune.yolo.safe import read_safe
 
-            saved = read_safe(text)
-            return _loaded(saved.model, text, {"train_args": saved.train_args, "yoloprune": saved.meta})
-        if suffix == ".pt":
-            return _load_checkpoint_file(Path(text))
-        if suffix in (".yaml", ".yml"):
-            return _build_from_yaml(text)
+                saved = read_safe(text)
+                return _loaded(saved.model, text, {"train_args": saved.train_args, "yoloprune": saved.meta})
+            if suffix == ".pt":
+                return _load_checkpoint_file(Path(text))
+            if suffix in (".yaml", ".yml"):
+                return _build_from_yaml(text)
         what = f"{suffix} files" if suffix else "names without a .pt or .yaml suffix"
         raise YoloPruneError(
             f"Cannot load {text!r}: yoloprune reads Ultralytics .pt checkpoints, safe folders and model "
