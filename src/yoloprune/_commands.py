@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from yoloprune._atomic import atomic_write
 from yoloprune.errors import YoloPruneError
+from yoloprune.text import plural, word
 
 if TYPE_CHECKING:
     from torch import nn
@@ -140,10 +141,11 @@ def _prune_summary(
     pinned = len(select_groups(graph, opts.scope)) - len(in_scope)
     (p0, p1), (f0, f1) = result.params, result.flops
     eq, st = result.equivalence, result.structural
-    left = f" ({pinned} pinned groups left as they are)" if pinned else ""
+    kept = f"{plural(pinned, 'pinned group')} left as {word(pinned, 'it is', 'they are')}"
+    left = f" ({kept})" if pinned else ""
     rows = [
-        ("groups", f"{pruned} of {len(in_scope)} prunable groups pruned{left}"),
-        ("convs", f"{len(plan.convs)} convs narrowed"),
+        ("groups", f"{pruned} of {plural(len(in_scope), 'prunable group')} pruned{left}"),
+        ("convs", f"{plural(len(plan.convs), 'conv')} narrowed"),
         ("params", f"{p0:,} -> {p1:,}  ({_change(p0, p1)})"),
         (
             "FLOPs",
@@ -294,7 +296,10 @@ def cmd_data_digits(args: argparse.Namespace) -> int:
     from yoloprune.yolo.data import make_digits
 
     made = make_digits(args.out, images=args.images, imgsz=args.imgsz, seed=args.seed)
-    counts = ", ".join(f"{split} {n} images, {made.boxes[split]} boxes" for split, n in made.images.items())
+    counts = ", ".join(
+        f"{split} {plural(n, 'image')}, {plural(made.boxes[split], 'box', 'boxes')}"
+        for split, n in made.images.items()
+    )
     print(f"wrote {made.yaml} ({counts}; 10 classes, {args.imgsz}x{args.imgsz})", file=sys.stderr)
     return 0
 
@@ -314,7 +319,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     )
     m = ft.metrics
     _print(
-        f"Fine-tuned {args.checkpoint} for {epochs} epochs, widths and {ft.params:,} params kept: mAP50-95 "
+        f"Fine-tuned {args.checkpoint} for {plural(epochs, 'epoch')}, widths and {ft.params:,} params "
+        f"kept: mAP50-95 "
         f"{m.map50_95:.3f}, mAP50 {m.map50:.3f}, precision {m.precision:.3f}, recall {m.recall:.3f}"
     )
     print(f"wrote {ft.best} (plain Ultralytics checkpoint)", file=sys.stderr)

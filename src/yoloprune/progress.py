@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO, TypeVar
 
+from yoloprune.text import plural
+
 T = TypeVar("T")
 DELAY = 2.0  # seconds a phase runs before it says anything
 INTERVAL = 5.0  # seconds between a phase's progress lines, at least
@@ -72,7 +74,8 @@ class Progress:
         self._print(f"{self.title} [{self.step}/{self.total}] {what} ({times})")
 
     def done(self) -> None:
-        self._print(f"{self.title}: {self.step} steps in {format_duration(self.clock() - self.started)}")
+        took = format_duration(self.clock() - self.started)
+        self._print(f"{self.title}: {plural(self.step, 'step')} in {took}")
 
     def _print(self, line: str) -> None:
         if self.enabled:

@@ -1,6 +1,6 @@
 """Analysis reports for a selection of blocks or layers: what must be pruned together, what breaks.
 
-Scope: `analysis_report` gathers, for every conv in the selection, the coupled group(s) of its
+Scope: `analysis_report` gathers, for every conv in the selection, the coupled groups of its
 output channels (exactly the groups `yoloprune prune --blocks/--layers` would prune) and what a
 naive prune of that conv alone would break (`graph.explain.naive_breaks`). Renderers: JSON (the
 stable contract), Markdown (for people), Graphviz DOT and SVG. Writing files is the caller's job
@@ -19,6 +19,7 @@ from yoloprune.errors import YoloPruneError
 from yoloprune.graph.explain import Break, naive_breaks
 from yoloprune.graph.groups import ChannelGraph, Group, covers
 from yoloprune.graph.trace import Member
+from yoloprune.text import plural, word
 from yoloprune.yolo.api import Analysis, scope_of
 from yoloprune.yolo.inventory import BlockInfo, ConvInfo, describe, inventory, markdown_table
 
@@ -81,8 +82,8 @@ def analysis_report(
                 ids = tuple(g.id for g in graph.groups_of(c.name, "out"))
                 group_ids.update(dict.fromkeys(ids))
                 convs.append(ConvFinding(b.index, c, ids, tuple(naive_breaks(graph.trace, c.name, label))))
-    parts = [f"block{'s' * (len(blocks) > 1)} {', '.join(map(str, blocks))}"] if blocks else []
-    parts += [f"layer{'s' * (len(layers) > 1)} {', '.join(layers)}"] if layers else []
+    parts = [f"{word(len(blocks), 'block')} {', '.join(map(str, blocks))}"] if blocks else []
+    parts += [f"{word(len(layers), 'layer')} {', '.join(layers)}"] if layers else []
     args = [f"--blocks {' '.join(map(str, blocks))}"] if blocks else []
     args += [f"--layers {' '.join(layers)}"] if layers else []
     args += [f"--exclude {' '.join(exclude)}"] if exclude else []
@@ -184,7 +185,8 @@ def _group_md(report: Report, group: Group) -> list[str]:
         for m, r, w in _member_rows(report, group)
     ]
     lines = [
-        f"**Group {group.id}** · {group.size} channels · {status}. These layers lose channels together:",
+        f"**Group {group.id}** · {plural(group.size, 'channel')} · {status}. These layers lose channels "
+        "together:",
         "",
         markdown_table(["Layer", "Axis", "Channels", "Per group channel"], rows),
         "",
@@ -218,10 +220,10 @@ def _block_lines(report: Report, block: BlockInfo) -> list[str]:
         return [f"**{name}**: none of its convolutions is selected.", ""]
     n, free = len(groups), sum(g.prunable for g in groups)
     if free == n:
-        text = f"{n} group{'s' * (n != 1)}, all prunable when pruned as groups"
+        text = f"{plural(n, 'group')}, all prunable when pruned as groups"
     else:
         pinned = ", ".join(f"group {g.id} (`{_producer(g)}`)" for g in groups if not g.prunable)
-        text = f"{free} of {n} groups prunable; pinned: {pinned}"
+        text = f"{free} of {plural(n, 'group')} prunable; pinned: {pinned}"
     alone = [
         f"- pruning `{c.conv.name}` alone breaks "
         + ", ".join(f"`{b.module}` (expects {b.expected}, gets {b.got})" for b in c.breaks)
@@ -246,8 +248,9 @@ def _headline(report: Report) -> list[str]:
     )
     if free == n:
         lines = [
-            f"**No channel mismatch if you prune by groups.** All {n} channel groups produced by "
-            f"{report.selection} are prunable. A group lists every layer that must lose the same "
+            f"**No channel mismatch if you prune by groups.** {word(n, 'The', 'All')} "
+            f"{plural(n, 'channel group')} produced by {report.selection} {word(n, 'is', 'are')} prunable. "
+            "A group lists every layer that must lose the same "
             "channels; the groups are independent, so they can be pruned together or one at a time, in "
             "any order."
         ]
@@ -263,8 +266,9 @@ def _headline(report: Report) -> list[str]:
         breaks = sum(len(c.breaks) for c in naive)
         lines += [
             "",
-            f"**Pruning a conv by itself breaks the model**: {len(naive)} of the {len(report.convs)} convs "
-            f"here, pruned alone, leave {breaks} layer inputs expecting channels that no longer exist "
+            f"**Pruning a conv by itself breaks the model**: {len(naive)} of the "
+            f"{plural(len(report.convs), 'conv')} here, pruned alone, {word(len(naive), 'leaves', 'leave')} "
+            f"{plural(breaks, 'layer input')} expecting channels that no longer exist "
             "(tables below).",
         ]
     if free:

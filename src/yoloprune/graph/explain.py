@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from yoloprune.graph.ops import OpKind
 from yoloprune.graph.trace import Member, Node, Trace
+from yoloprune.text import plural
 
 # Ops through which a smaller channel count simply flows on.
 _FLOW = {OpKind.ELEMENTWISE, OpKind.SPATIAL, OpKind.SOFTMAX, OpKind.REDUCE, OpKind.PERMUTE,
@@ -115,13 +116,13 @@ def _break(
         )
     if kind is OpKind.BROADCAST:
         what = "residual add" if "add" in node.op else f"element-wise {node.op}"
-        return Break(
-            where, size, got, f"{what} in {describe(node.module)}: other operand keeps {size} channels", path
-        )
+        keeps = f"{what} in {describe(node.module)}: other operand keeps {plural(size, 'channel')}"
+        return Break(where, size, got, keeps, path)
     if kind is OpKind.SPLIT:
         sizes = node.detail.get("sizes")
         return Break(where, size, got, f"split into fixed sizes {sizes} in {describe(node.module)}", path)
     if kind is OpKind.CAT:
         return Break(where, size, got, f"concatenation along another axis in {describe(node.module)}", path)
-    reason = node.detail.get("reason") or f"{node.op} in {describe(node.module)} expects {size} channels"
+    expects = f"{node.op} in {describe(node.module)} expects {plural(size, 'channel')}"
+    reason = node.detail.get("reason") or expects
     return Break(where, size, got, reason, path)

@@ -17,6 +17,7 @@ import torch
 
 from yoloprune.graph.elements import Member, flat_tensors
 from yoloprune.graph.ops import OpKind, op_kind, op_name
+from yoloprune.text import plural
 
 
 def call_arg(args: tuple, kwargs: dict, index: int, name: str, default: object = None) -> object:
@@ -160,7 +161,7 @@ class OpRules:
             if owner is not None:
                 self.bind(Member(owner[0], f"param:{owner[1]}@{d}"), elems)
             else:
-                self.pin(elems, f"combined element-wise with a constant tensor of {size} channels")
+                self.pin(elems, f"combined element-wise with a constant tensor of {plural(size, 'channel')}")
         self.node(OpKind.BROADCAST, ins, [(out, cdim, elems)])
 
     def _cat(self, args, kwargs, out, ins) -> None:

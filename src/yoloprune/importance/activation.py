@@ -26,6 +26,7 @@ from yoloprune.errors import YoloPruneError
 from yoloprune.graph.groups import Group
 from yoloprune.importance._evidence import class_means, measured
 from yoloprune.importance.base import CRITERIA, Context, Criterion, Ranking, register
+from yoloprune.text import plural
 
 MIN_SAMPLES = 2  # a class needs this many boxes to have a variance
 MIN_CLUSTERED = 4  # groups with fewer channels keep them all: 2..n-1 clusters leaves nothing to compare
@@ -52,8 +53,8 @@ def separability(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     if len(classes) < 2:
         raise YoloPruneError(
             f"the act-* criteria compare activations between classes, but the calibration images have "
-            f"at least {MIN_SAMPLES} boxes of only {len(classes)} class(es); raise --calib-images or "
-            "calibrate on a dataset with several classes."
+            f"at least {MIN_SAMPLES} boxes of only {plural(len(classes), 'class', 'classes')}; raise "
+            "--calib-images or calibrate on a dataset with several classes."
         )
     mu = np.stack([x[y == c].mean(0) for c in classes])  # (K, C)
     var = np.maximum(np.stack([x[y == c].var(0) for c in classes]), 1e-3 * x.var(0) + 1e-12)  # (K, C)

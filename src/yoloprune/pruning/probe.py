@@ -21,6 +21,7 @@ from yoloprune.graph.trace import Pin
 from yoloprune.progress import phase
 from yoloprune.pruning.apply import apply_plan
 from yoloprune.pruning.verify import prune_and_compare
+from yoloprune.text import plural
 
 Check = Callable[[list[Group]], "str | None"]
 
@@ -92,7 +93,7 @@ def probe(
         on_meta = False
     found: dict[int, Pin] = {}
     prunable = [g for g in graph.groups if g.prunable]
-    with phase(f"probe: pruning each of {len(prunable)} groups for real"):
+    with phase(f"probe: pruning each of {plural(len(prunable), 'group')} for real"):
         _bisect(prunable, shapes, found)
         _bisect([g for g in prunable if g.id not in found], values, found)
     return graph.with_pins(found)

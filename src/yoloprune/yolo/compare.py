@@ -28,6 +28,7 @@ from yoloprune.bench.table import SPEED_KEY, Bench
 from yoloprune.errors import YoloPruneError
 from yoloprune.importance import CRITERIA
 from yoloprune.progress import format_duration
+from yoloprune.text import plural
 from yoloprune.yolo import schedule
 from yoloprune.yolo.evaluate import bench, check_timing
 from yoloprune.yolo.recipe import Recipe, check_same, load_recipe, recipe_from_dict
@@ -164,7 +165,10 @@ def compare(
         log(f"{head} done in {format_duration(spent[-1])} ({_outcome(result)})")
         results.append(result)
     size = imgsz or results[0].history[0]["imgsz"]
-    log(f"[bench] the baseline and {n} results at {size}x{size}: export, validate, time ({runs} runs each)")
+    log(
+        f"[bench] the baseline and {plural(n, 'result')} at {size}x{size}: export, validate, time "
+        f"({plural(runs, 'run')} each)"
+    )
     measured = bench(
         [recipe.model, *(r.final for r in results)], imgsz=size, data=recipe.data, runs=runs, warmup=warmup
     )
@@ -225,7 +229,10 @@ def _start(
     note = ""
     if recipe.importance != _DEFAULT_IMPORTANCE:
         note = f"; the recipe's importance {recipe.importance} is replaced by each criterion in turn"
-    log(f"Comparing {len(names)} criteria ({', '.join(names)}) on one {recipe.schedule.value} recipe{note}.")
+    log(
+        f"Comparing {plural(len(names), 'criterion', 'criteria')} ({', '.join(names)}) on one "
+        f"{recipe.schedule.value} recipe{note}."
+    )
     sizes = {}
     for k, (name, r) in enumerate(zip(names, recipes, strict=True), 1):
         try:

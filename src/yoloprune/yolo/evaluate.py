@@ -27,6 +27,7 @@ from yoloprune.bench.stats import count_flops, count_params
 from yoloprune.bench.table import Bench, Measurement
 from yoloprune.errors import YoloPruneError
 from yoloprune.progress import Progress
+from yoloprune.text import plural
 from yoloprune.yolo.check import _first_line, check_imgsz, export_onnx, hyperparameters, num_classes
 from yoloprune.yolo.data import calibration_batches
 from yoloprune.yolo.finetune import Metrics, evaluate
@@ -87,8 +88,8 @@ class ValLoss:
         if self.max_class >= num_classes(model):
             raise YoloPruneError(
                 f"--data {self.data} has class id {self.max_class} but the model predicts "
-                f"{num_classes(model)} classes, so its loss cannot score the labels. Use the dataset the "
-                "model was trained on."
+                f"{plural(num_classes(model), 'class', 'classes')}, so its loss cannot score the "
+                "labels. Use the dataset the model was trained on."
             )
         total = 0.0
         with _scoring(model), torch.no_grad():
@@ -179,9 +180,10 @@ def bench(
             rows.append(Measurement(item.source, count_params(item.model), flops, *sizes, {}, acc))
         load_before = os.getloadavg()[0]
         latency: dict[str, list] = {}
-        p.start(f"ONNX Runtime, 1 thread: {len(exported)} models x {runs} runs, in turn")
+        each = f"{plural(len(exported), 'model')} x {plural(runs, 'run')}, in turn"
+        p.start(f"ONNX Runtime, 1 thread: {each}")
         latency["ort_cpu_1_thread"] = ort_latency(exported, 1, runs, warmup)
-        p.start(f"ONNX Runtime, all threads: {len(exported)} models x {runs} runs, in turn")
+        p.start(f"ONNX Runtime, all threads: {each}")
         latency["ort_cpu_all_threads"] = ort_latency(exported, None, runs, warmup)
         notes = {}
         if tensorrt:

@@ -34,6 +34,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from yoloprune.bench.stats import count_params
 from yoloprune.errors import YoloPruneError
+from yoloprune.text import plural
 from yoloprune.yolo.check import num_classes
 from yoloprune.yolo.data import _dataset
 from yoloprune.yolo.io import _quiet, load_model
@@ -364,8 +365,9 @@ def check_teacher(teacher: str | os.PathLike[str], student: nn.Module, task: str
     )
     if not same:
         raise YoloPruneError(
-            f"--teacher {teacher} is a {loaded.task} model with {num_classes(loaded.model)} classes; it must "
-            f"be the unpruned {task} model with {num_classes(student)} classes and the same head."
+            f"--teacher {teacher} is a {loaded.task} model with "
+            f"{plural(num_classes(loaded.model), 'class', 'classes')}; it must be the unpruned {task} model "
+            f"with {plural(num_classes(student), 'class', 'classes')} and the same head."
         )
 
 

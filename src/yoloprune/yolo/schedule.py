@@ -39,6 +39,7 @@ from yoloprune._atomic import atomic_write
 from yoloprune.bench.stats import count_flops, count_params
 from yoloprune.errors import YoloPruneError
 from yoloprune.importance import NEEDS
+from yoloprune.text import plural
 from yoloprune.yolo import adapter, api
 from yoloprune.yolo.check import num_classes
 from yoloprune.yolo.finetune import (
@@ -161,7 +162,7 @@ def run(
     n = len(steps) - 1
     last = max((s.index for s in steps if s.epochs), default=0)  # the run's last fine-tune
     if state["finished"]:
-        log(f"{folder} is already finished ({n} steps); nothing to do.")
+        log(f"{folder} is already finished ({plural(n, 'step')}); nothing to do.")
     else:
         done = {row["step"] for row in state["steps"]}
         if done:
@@ -236,7 +237,7 @@ def finished(folder: str | os.PathLike[str]) -> bool | None:
 
 
 def _epochs(n: int) -> str:
-    return f"{n} epoch{'s' * (n != 1)}"
+    return plural(n, "epoch")
 
 
 def _start(

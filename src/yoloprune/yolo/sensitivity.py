@@ -45,6 +45,7 @@ from yoloprune.pruning.allocate import measurer as flops_measurer
 from yoloprune.pruning.apply import apply_plan
 from yoloprune.pruning.options import PruneOptions, resolve_round_to
 from yoloprune.pruning.plan import Plan, plan_from_removed, select_groups
+from yoloprune.text import plural
 from yoloprune.yolo import adapter
 from yoloprune.yolo.api import Analysis, analyze, imgsz_of, scope_of
 from yoloprune.yolo.calibrate import evidence_for
@@ -234,7 +235,7 @@ def sensitivity(
         measured: dict[int, tuple[float, int]] = {g.size: (baseline, flops0)}  # kept -> (value, FLOPs)
         kept_at = []
         for r in ratios:
-            p.start(f"group {g.id} ({producer}, {g.size} channels) at ratio {r:g}")
+            p.start(f"group {g.id} ({producer}, {plural(g.size, 'channel')}) at ratio {r:g}")
             kept = alloc.sizes.copy()  # every other group keeps all its channels
             kept[i] = max(1, g.size - fraction_of(g.size, r))
             if kept[i] not in measured:
