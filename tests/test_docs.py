@@ -380,6 +380,13 @@ def test_coverage_results_back_the_readme_claim():
     assert sorted(r["config"] for r in records) == sorted(shipped_configs())
 
 
+def test_readme_lists_every_command():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("## Commands") :].split("\n\n")[1]
+    listed = re.findall(r"^\| `([a-z ]+)` \|", table, re.M)
+    assert sorted(listed) == sorted(_commands(cli._parser()))
+
+
 def test_readme_is_a_front_door():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     lines = text.splitlines()
