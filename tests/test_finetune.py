@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from plain_ultralytics import run_without_yoloprune
-from tiny_training import TRAIN, train_baseline
+from tiny_training import TRAIN, relabelled, train_baseline
+from torch import nn
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import callbacks
 from ultralytics.utils.dist import ddp_cleanup, generate_ddp_file
@@ -33,6 +34,7 @@ from yoloprune.yolo.finetune import (
     training_args,
 )
 from yoloprune.yolo.io import load_model
+from yoloprune.yolo.transfer import class_outputs
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +104,61 @@ def test_cli_finetune_with_distillation_logs_a_kd_loss(setup, capsys) -> None:
     best = torch_load(setup["dir"] / "kd" / "weights" / "best.pt", map_location="cpu")
     assert type(best["model"]) is DetectionModel and best["model"].criterion is None
     assert conv_widths(best["model"]) == conv_widths(setup["model"])
+
+
+def _transferred(best: Path, pruned: nn.Module, cwd: Path) -> nn.Module:
+    """Check that `best` is `pruned` with 3 classes c0, c1, c2 (every width kept but the class outputs'),
+    loaded plainly too; return it."""
+    model = load_model(best).model
+    head = model.model[-1]
+    names = {0: "c0", 1: "c1", 2: "c2"}
+    assert (model.nc, head.nc, head.no, model.yaml["nc"], model.names) == (
+        3,
+        3,
+        3 + 4 * head.reg_max,
+        3,
+        names,
+    )
+    want = {k: 3 if k in class_outputs(model) else w for k, w in conv_widths(pruned).items()}
+    assert conv_widths(model) == want
+    assert _read_back_without_yoloprune(best, cwd) == {"params": count_params(model), "widths": want}
+    return model
+
+
+def test_finetune_on_a_dataset_with_other_classes_rebuilds_only_the_class_outputs(setup, capsys) -> None:
+    """The pruned 10-class baseline on a 3-class dataset: Ultralytics' transfer, with the pruned widths."""
+    data = relabelled(setup["data"], setup["dir"] / "three")
+    argv = ["finetune", str(setup["pruned"]), f"data={data}", "epochs=1", f"project={setup['dir']}"]
+    assert main([*argv, "name=three", "exist_ok=True", *(f"{k}={v}" for k, v in TRAIN.items())]) == 0
+    printed = capsys.readouterr()
+    assert (
+        "rebuilt the class outputs for 3 classes (was 10): model.22.cv3.0.2, model.22.cv3.1.2, "
+        "model.22.cv3.2.2; every other weight and width kept\n"
+    ) in printed.out + printed.err
+    _transferred(setup["dir"] / "three" / "weights" / "best.pt", setup["model"], setup["dir"])
+
+
+@pytest.mark.parametrize(
+    ("task", "yaml", "was"), [("segment", "yolov8n-seg.yaml", 80), ("pose", "yolov8n-pose.yaml", 1)]
+)
+def test_pruned_segment_and_pose_models_transfer_to_other_classes(setup, tmp_path, task, yaml, was) -> None:
+    data = relabelled(setup["data"], tmp_path / task, task)
+    result = prune(yaml, 0.5)
+    lines: list[str] = []
+    ft = finetune(
+        result.save(tmp_path / "pruned.pt"),
+        data,
+        1,
+        project=str(tmp_path),
+        name="ft",
+        log=lines.append,
+        **TRAIN,
+    )
+    assert lines == [
+        f"rebuilt the class outputs for 3 classes (was {was}): model.22.cv3.0.2, model.22.cv3.1.2, "
+        "model.22.cv3.2.2; every other weight and width kept"
+    ]
+    _transferred(ft.best, result.model, tmp_path)
 
 
 def _head(b: int, nc: int, reg_max: int, anchors: int, seed: int) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from tiny_training import TRAIN, train_baseline
+from tiny_training import TRAIN, relabelled, train_baseline
 
 from yoloprune.bench.stats import count_params
 from yoloprune.cli import main
@@ -222,6 +222,31 @@ def test_a_final_fine_tune_that_lowers_the_map_is_not_kept(baseline, tmp_path, m
 def test_run_help_names_the_exit_statuses(capsys) -> None:
     assert main(["run", "--help"]) == 0
     assert "3 the run finished but did not reach its target" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_run_on_a_dataset_with_other_classes_ends_with_its_classes(baseline, tmp_path, capsys) -> None:
+    """The 10-class baseline, pruned and fine-tuned on a 3-class dataset (as `compare` runs it too)."""
+    data = relabelled(baseline[1], tmp_path / "three")
+    recipe = _recipe(tmp_path, baseline, schedule="oneshot", ratio=0.5, epochs=1, data=str(data))
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr()
+    text = printed.out + printed.err
+    layers = "model.22.cv3.0.2, model.22.cv3.1.2, model.22.cv3.2.2"
+    assert f"(the dataset 3, the model 10): the first fine-tune rebuilds the class outputs ({layers})" in text
+    assert f"    rebuilt the class outputs for 3 classes (was 10): {layers}; every other" in text
+    final = load_model(tmp_path / "run" / "final.pt").model
+    assert (final.names, final.model[-1].nc) == ({0: "c0", 1: "c1", 2: "c2"}, 3)
+
+
+def test_a_run_on_a_dataset_with_other_classes_must_fine_tune(baseline, tmp_path) -> None:
+    data = relabelled(baseline[1], tmp_path / "three")
+    recipe = _recipe(tmp_path, baseline, schedule="oneshot", ratio=0.5, epochs=0, data=str(data))
+    with pytest.raises(
+        YoloPruneError,
+        match=r"class count \(3\) differs from the one .* predicts \(10\), and the recipe never fine-tunes",
+    ):
+        schedule.run(load_recipe(recipe), tmp_path / "run", log=lambda line: None)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,11 @@ Scope: the trainer subclasses (`PrunedDetectionTrainer`, ...), head-output disti
 unpruned model, `finetune` and `evaluate`. Nothing here patches Ultralytics:
   - Ultralytics' stock `get_model` rebuilds the model from `model.yaml` and copies in the weights
     whose shapes match, which silently drops every pruned layer. Our trainers override that one
-    seam and return the checkpoint's own module. The checkpoint always travels by path
-    (`model=pruned.pt`), so Ultralytics' DDP workers, which rebuild the trainer from its class and
-    arguments in a subprocess, load the same pruned module, and so does `resume=last.pt`.
+    seam and return the checkpoint's own module; for a dataset with another class count they first
+    rebuild its class outputs, as that rebuild would (`transfer.rebuild_class_outputs`). The
+    checkpoint always travels by path (`model=pruned.pt`), so Ultralytics' DDP workers, which rebuild
+    the trainer from its class and arguments in a subprocess, load the same pruned module, and so does
+    `resume=last.pt`.
   - Distillation is a training callback (`Distillation`, picklable, so DDP workers get it too) that
     wraps the model's loss criterion once training is set up; the EMA, validation and every saved
     checkpoint keep the plain criterion (Ultralytics strips it before saving), so `best.pt` holds
@@ -19,6 +21,7 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,7 @@ from yoloprune.text import plural
 from yoloprune.yolo.check import num_classes
 from yoloprune.yolo.data import _dataset
 from yoloprune.yolo.io import _quiet, load_model
+from yoloprune.yolo.transfer import class_outputs, rebuild_class_outputs
 
 TASKS = ("detect", "segment", "pose", "obb")
 RESERVED = ("model", "data", "epochs", "task", "mode")  # set by `finetune` itself
@@ -53,12 +57,8 @@ class _KeepsPrunedModel:
                 f"{type(self).__name__} fine-tunes the module inside a checkpoint; pass model=PRUNED.pt and "
                 "leave pretrained at True (a pruned architecture cannot be rebuilt from its YAML)."
             )
-        nc = self.data["nc"]
-        if num_classes(weights) != nc:
-            raise YoloPruneError(
-                f"The pruned model predicts {num_classes(weights)} classes but the dataset {self.args.data} "
-                f"has {nc}; fine-tune on the dataset the model was trained on."
-            )
+        if num_classes(weights) != self.data["nc"]:  # a new dataset: new class outputs, as Ultralytics does
+            rebuild_class_outputs(weights, self.data["names"], remap=getattr(self.args, "cls_remap", True))
         model = self.set_model_names_for_load(weights)
         for p in model.parameters():
             p.requires_grad_(p.dtype.is_floating_point)
@@ -232,15 +232,19 @@ def conv_widths(model: nn.Module) -> dict[str, int]:
     return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
 
-def check_data(data: str | os.PathLike[str], task: str, nc: int) -> None:
-    """Refuse a dataset YAML whose train or val split is missing, unlabelled, or has another class count."""
+def check_data(data: str | os.PathLike[str], task: str, model: nn.Module) -> dict[int, str]:
+    """Refuse a dataset YAML whose train or val split is missing or unlabelled, or whose class count
+    differs from the model's when its head cannot be given another (`transfer.class_outputs`); return
+    the dataset's class names ({index: name})."""
     for split in ("train", "val"):
         dataset = _dataset(data, task, 64, 1, split)
-    if int(dataset.data["nc"]) != nc:
-        raise YoloPruneError(
-            f"--data {data} has {dataset.data['nc']} classes but the model predicts {nc}; fine-tune on the "
-            "dataset the model was trained on."
-        )
+    names = {int(k): str(v) for k, v in dataset.data["names"].items()}
+    if len(names) != num_classes(model):
+        try:
+            class_outputs(model)
+        except YoloPruneError as e:
+            raise YoloPruneError(f"--data {data} has {len(names)} classes, but {e}") from e
+    return names
 
 
 def training_args(
@@ -314,6 +318,7 @@ def finetune(
     teacher: str | os.PathLike[str] | None = None,
     distill_weight: float = 1.0,
     verbose: bool = True,
+    log: Callable[[str], None] = print,
     **train_kwargs: Any,
 ) -> Finetuned:
     """Fine-tune a pruned checkpoint with Ultralytics' trainer; return where `best.pt` is.
@@ -321,8 +326,10 @@ def finetune(
     Every other Ultralytics training argument passes through (`imgsz=`, `batch=`, `device="0,1"`,
     `project=`, `name=`, ...; `plots` defaults to False). The model, dataset, arguments and teacher
     are checked before training starts. `teacher` (the unpruned checkpoint) adds
-    `distill_weight` x `head_distillation` to the loss. Afterwards `best.pt` is reloaded and must have
-    the input's widths and parameter count, else a YoloPruneError is raised.
+    `distill_weight` x `head_distillation` to the loss. A dataset with another class count gets new
+    class outputs first, as Ultralytics gives a pretrained model (`transfer.rebuild_class_outputs`;
+    said on `log`). Afterwards `best.pt` is reloaded and must have the input's widths (but those class
+    outputs) and parameter count, else a YoloPruneError is raised.
 
     Example:
         >>> ft = finetune("pruned.pt", "digits/data.yaml", 10, imgsz=96, teacher="best.pt")  # doctest: +SKIP
@@ -330,8 +337,10 @@ def finetune(
         (PosixPath('runs/detect/train/weights/best.pt'), 0.41)
     """
     path, model, task = _pruned_source(checkpoint)
-    check_data(data, task, num_classes(model))
+    names = check_data(data, task, model)
     overrides = training_args(path, data, epochs, task, train_kwargs)
+    if len(names) != num_classes(model):  # what the trainer's get_model will do to its own copy
+        log(rebuild_class_outputs(model, names, remap=overrides.get("cls_remap", True)).describe())
     cbs = callbacks.get_default_callbacks()
     if teacher is not None:
         if not (isinstance(distill_weight, (int, float)) and 0 < distill_weight < float("inf")):

@@ -21,6 +21,7 @@ result is the unpruned baseline.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -55,6 +56,7 @@ from yoloprune.yolo.history import write_history
 from yoloprune.yolo.inventory import short_type
 from yoloprune.yolo.io import load_model, save_checkpoint
 from yoloprune.yolo.recipe import Recipe, Schedule, check_same, load_recipe
+from yoloprune.yolo.transfer import rebuild_class_outputs
 
 STATE_VERSION = 1
 Log = Callable[[str], None]
@@ -312,10 +314,26 @@ def check_recipe(recipe: Recipe, log: Log = print) -> int:
         raise YoloPruneError(
             f"runs support {', '.join(TASKS)} models; {recipe.model} is a {loaded.task} model."
         )
-    check_data(recipe.data, loaded.task, num_classes(loaded.model))
+    names = check_data(recipe.data, loaded.task, loaded.model)
     training_args(Path(recipe.model), recipe.data, 1, loaded.task, recipe.train)
+    student = loaded.model
+    if len(names) != num_classes(student):  # the run's first fine-tune gives the model the data's classes
+        if not any(step.epochs for step in plan(recipe)):
+            raise YoloPruneError(
+                f"--data {recipe.data}: its class count ({len(names)}) differs from the one {recipe.model} "
+                f"predicts ({num_classes(student)}), and the recipe never fine-tunes (epochs 0, final_epochs "
+                "0), so its result could not predict the dataset's classes. Set epochs or final_epochs (the "
+                "first fine-tune rebuilds the class outputs), or use the dataset the model was trained on."
+            )
+        student = copy.deepcopy(student)
+        rebuilt = rebuild_class_outputs(student, names, remap=recipe.train.get("cls_remap", True))
+        log(
+            f"Class counts differ (the dataset {rebuilt.now}, the model {rebuilt.was}): the first fine-tune "
+            f"rebuilds the class outputs ({', '.join(rebuilt.layers)}); step 0 scores the baseline's own "
+            "classes."
+        )
     if recipe.teacher is not None:
-        check_teacher(recipe.teacher, loaded.model, loaded.task)
+        check_teacher(recipe.teacher, student, loaded.task)
     size = recipe.train.get("imgsz") or ((loaded.ckpt or {}).get("train_args") or {}).get("imgsz") or 640
     imgsz = int(size[0] if isinstance(size, (list, tuple)) else size)
     with tempfile.TemporaryDirectory(prefix="yoloprune-dry-run-") as tmp:
@@ -412,6 +430,7 @@ def _do_step(
                 teacher=recipe.teacher,
                 distill_weight=recipe.distill_weight,
                 verbose=verbose,
+                log=lambda line: log(f"    {line}"),
                 **{"seed": recipe.seed, **(CONTINUED if continued else {}), **recipe.train},
                 project=str(folder.resolve() / "train"),
                 name=f"step{k}",
