@@ -23,6 +23,10 @@ def blocks_1_2_3(v8n):
     return report.analysis_report(v8n, blocks=[1, 2, 3])
 
 
+def _producer_of(group) -> str:
+    return (group.producers or group.members)[0].module
+
+
 def breaks_of(rep: report.Report, conv: str) -> dict:
     finding = next(c for c in rep.convs if c.conv.name == conv)
     return {b.module: b for b in finding.breaks}
@@ -151,7 +155,9 @@ def test_markdown_answers_first_then_shows_evidence(blocks_1_2_3):
 def test_default_selection_is_every_block(v8n):
     rep = report.analysis_report(v8n)
     assert len(rep.blocks) == 23 and rep.selection == "all blocks"
-    assert sum(1 for g in rep.groups if not g.prunable) == 2  # the Detect outputs
+    pinned = {_producer_of(g): g.reasons for g in rep.groups if not g.prunable}
+    assert pinned.keys() == {"model.0.conv", "model.22.cv2.0.2", "model.22.cv3.0.2"}  # input, Detect outputs
+    assert pinned["model.0.conv"] == ("input: model input channels",)
     md = report.to_markdown(rep)
     assert "**Block 14 (Concat): nothing to prune** — it has no convolutions" in md
 

@@ -1,10 +1,12 @@
 """Analysis reports for a selection of blocks or layers: what must be pruned together, what breaks.
 
 Scope: `analysis_report` gathers, for every conv in the selection, the coupled groups of its
-output channels (exactly the groups `yoloprune prune --blocks/--layers` would prune) and what a
-naive prune of that conv alone would break (`graph.explain.naive_breaks`). Renderers: JSON (the
-stable contract), Markdown (for people), Graphviz DOT and SVG. Writing files is the caller's job
-(see `yoloprune._atomic`).
+output channels and what a naive prune of that conv alone would break
+(`graph.explain.naive_breaks`), plus the selection's other groups (those a linear layer or no layer
+produces), so that its groups are exactly those `yoloprune prune --blocks/--layers` selects and
+its pinned groups exactly those prune leaves as they are (`Analysis.pinned`), each with its
+reasons. Renderers: JSON (the stable contract), Markdown (for people), Graphviz DOT and SVG.
+Writing files is the caller's job (see `yoloprune._atomic`).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.explain import Break, naive_breaks
 from yoloprune.graph.groups import ChannelGraph, Group, covers
 from yoloprune.graph.trace import Member
+from yoloprune.pruning.plan import select_groups
 from yoloprune.text import plural, word
 from yoloprune.yolo.api import Analysis, scope_of
 from yoloprune.yolo.inventory import BlockInfo, ConvInfo, describe, inventory, markdown_table
@@ -36,7 +39,9 @@ class ConvFinding:
 
 @dataclass(frozen=True)
 class Report:
-    """Everything the renderers show. `groups` are those of the selected convs' outputs."""
+    """Everything the renderers show. `groups` are every group prune selects: first those of the
+    selected convs' outputs, then the others, each placed in a block by `placed` (group id ->
+    block index); `pinned` are the ones prune leaves as they are."""
 
     source: str
     selection: str  # e.g. "blocks 1, 2, 3"
@@ -46,10 +51,17 @@ class Report:
     groups: tuple[Group, ...]
     graph: ChannelGraph
     layer_names: dict[str, str]  # block path -> "layer 2 (C2f)", for every block of the model
+    pinned: tuple[Group, ...] = ()
+    placed: dict[int, int] = field(default_factory=dict)
 
     def block_groups(self, index: int) -> list[Group]:
         ids = dict.fromkeys(g for c in self.convs if c.block == index for g in c.groups)
+        ids.update(dict.fromkeys(g for g, b in self.placed.items() if b == index))
         return [self.graph.groups[i] for i in ids]
+
+    def other_groups(self, index: int) -> list[Group]:
+        """The block's groups that none of its selected convs produces."""
+        return [self.graph.groups[g] for g, b in self.placed.items() if b == index]
 
 
 def analysis_report(
@@ -70,9 +82,9 @@ def analysis_report(
     blocks = None if blocks is None else [int(b) for b in blocks]
     layers = None if layers is None else list(layers)
     exclude = tuple(exclude)
-    scope = scope_of(analysis.model, blocks, layers)  # refuses unknown blocks and layers, helpfully
+    selected = scope_of(analysis.model, blocks, layers)  # refuses unknown blocks and layers, helpfully
     inv = inventory(analysis)
-    scope = scope or tuple(b.path for b in inv)
+    scope = selected or tuple(b.path for b in inv)
     chosen = [b for b in inv if any(covers(p, b.path) or covers(b.path, p) for p in scope)]
     label = describe(analysis.model)
     graph, convs, group_ids = analysis.graph, [], {}
@@ -82,6 +94,13 @@ def analysis_report(
                 ids = tuple(g.id for g in graph.groups_of(c.name, "out"))
                 group_ids.update(dict.fromkeys(ids))
                 convs.append(ConvFinding(b.index, c, ids, tuple(naive_breaks(graph.trace, c.name, label))))
+    placed = {}
+    for g in select_groups(graph, selected):
+        if g.id not in group_ids:
+            group_ids[g.id] = None
+            block = next((b.index for b in chosen if covers(b.path, _producer(g))), None)
+            if block is not None:
+                placed[g.id] = block
     parts = [f"{word(len(blocks), 'block')} {', '.join(map(str, blocks))}"] if blocks else []
     parts += [f"{word(len(layers), 'layer')} {', '.join(layers)}"] if layers else []
     args = [f"--blocks {' '.join(map(str, blocks))}"] if blocks else []
@@ -96,6 +115,8 @@ def analysis_report(
         tuple(graph.groups[i] for i in group_ids),
         graph,
         {b.path: f"layer {b.index} ({b.type})" for b in inv},
+        tuple(analysis.pinned(selected)),
+        placed,
     )
 
 
@@ -128,7 +149,7 @@ def _producer(group: Group) -> str:
 
 
 def _pins_text(group: Group) -> str:
-    return "; ".join(f"`{p.member}`: {p.reason}" for p in group.pinned_by) or "fewer than 2 channels"
+    return "; ".join(group.reasons)
 
 
 # -- JSON -------------------------------------------------------------------------------------------
@@ -143,7 +164,8 @@ def _break_dict(b: Break) -> dict:
 
 
 def to_json(report: Report) -> str:
-    """The report as JSON: `{"blocks", "groups", "naive"}` plus `source` and `selection`."""
+    """The report as JSON: `{"blocks", "groups", "pinned", "naive"}` plus `source` and `selection`;
+    `pinned` lists the groups prune leaves as they are, each with its producing layer and reasons."""
     doc = {
         "source": report.source,
         "selection": report.selection,
@@ -169,6 +191,7 @@ def to_json(report: Report) -> str:
             }
             for g in report.groups
         ],
+        "pinned": [{"id": g.id, "layer": _producer(g), "reasons": list(g.reasons)} for g in report.pinned],
         "naive": [
             {"conv": c.conv.name, "block": c.block, "breaks": [_break_dict(b) for b in c.breaks]}
             for c in report.convs
@@ -210,14 +233,14 @@ def _block_lines(report: Report, block: BlockInfo) -> list[str]:
     """The block's verdict, then what each of its selected convs breaks when pruned alone."""
     groups = report.block_groups(block.index)
     name = f"Block {block.index} ({block.type})"
-    if not block.convs:
+    if not block.convs and not groups:
         return [
             f"**{name}: nothing to prune** — it has no convolutions; its channels follow the layers that "
             f"produce its inputs ({_from_text(block)}) and are pruned with them.",
             "",
         ]
     if not groups:
-        return [f"**{name}**: none of its convolutions is selected.", ""]
+        return [f"**{name}**: none of its layers is selected.", ""]
     n, free = len(groups), sum(g.prunable for g in groups)
     if free == n:
         text = f"{plural(n, 'group')}, all prunable when pruned as groups"
@@ -241,11 +264,9 @@ def _from_text(block: BlockInfo) -> str:
 def _headline(report: Report) -> list[str]:
     """The answer first: can the selection be pruned, and what does pruning layers alone do."""
     n, free = len(report.groups), sum(g.prunable for g in report.groups)
-    if not report.convs:
+    if not report.groups:
         return ["The selection contains no convolutions, so there is nothing to prune in it.", ""]
-    pinned = "; ".join(
-        f"group {g.id} (`{_producer(g)}`): {_pins_text(g)}" for g in report.groups if not g.prunable
-    )
+    pinned = plural(len(report.pinned), "pinned group")
     if free == n:
         lines = [
             f"**No channel mismatch if you prune by groups.** {word(n, 'The', 'All')} "
@@ -256,11 +277,16 @@ def _headline(report: Report) -> list[str]:
         ]
     elif free:
         lines = [
-            f"**{free} of {n} channel groups produced by {report.selection} are prunable.** The other "
-            f"{n - free} are pinned and stay as they are: {pinned}."
+            f"**{free} of {plural(n, 'channel group')} in {report.selection} {word(free, 'is', 'are')} "
+            f"prunable.** Prune leaves the {pinned} as {word(len(report.pinned), 'it is', 'they are')}; "
+            "*Pinned groups* below says why."
         ]
     else:
-        lines = [f"**Nothing here can be pruned: all {n} channel groups are pinned.** {pinned}."]
+        lines = [
+            f"**Nothing here can be pruned: {word(n, 'its', 'all')} {plural(n, 'channel group')} "
+            f"{word(n, 'is', 'are')} pinned.** *Pinned groups* below "
+            "says why."
+        ]
     naive = [c for c in report.convs if c.breaks]
     if naive:
         breaks = sum(len(c.breaks) for c in naive)
@@ -306,6 +332,17 @@ def to_markdown(report: Report) -> str:
         ),
         "",
     ]
+    if report.pinned:
+        rows = [[g.id, g.size, f"`{_producer(g)}`", _pins_text(g)] for g in report.pinned]
+        lines += [
+            "## Pinned groups",
+            "",
+            "Every group prune leaves as it is, and why (the tracer's and the probe's findings, and "
+            "`--exclude`):",
+            "",
+            markdown_table(["Group", "Channels", "Layer", "Why"], rows),
+            "",
+        ]
     shown: dict[int, str] = {}
     for b in report.blocks:
         lines += [f"## Block {b.index} ({b.type})", "", *_block_lines(report, b)]
@@ -322,6 +359,8 @@ def to_markdown(report: Report) -> str:
                     shown[gid] = c.name
                     lines += _group_md(report, report.graph.groups[gid])
             lines += _breaks_md(f)
+        for g in report.other_groups(b.index):
+            lines += [f"### Group {g.id}, produced by no selected convolution", "", *_group_md(report, g)]
     lines += [
         "---",
         "*Group*: channels that must be removed from several layers at once (a conv's filters, its "

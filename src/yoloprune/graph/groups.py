@@ -36,6 +36,14 @@ class Group:
         return not self.pinned_by and self.size >= 2
 
     @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why the group cannot be pruned, one `where: why` line per pin (empty when it can be)."""
+        if self.prunable:
+            return ()
+        pins = tuple(f"{p.member}: {p.reason}" for p in self.pinned_by)
+        return pins or (f"{self.members[0].module}: a group of 1 channel cannot lose any",)
+
+    @property
     def producers(self) -> tuple[Member, ...]:
         """Members whose layers create these channels (conv/linear outputs and their norms)."""
         return tuple(m for m in self.members if m.axis == "out")

@@ -94,11 +94,17 @@ def fingerprint(graph: ChannelGraph) -> str:
 
 
 def select_groups(graph: ChannelGraph, scope: Iterable[str] | None) -> list[Group]:
-    """Groups whose producing layers lie under a scope path (all groups for None)."""
+    """Groups whose producing layers lie under a scope path (all groups for None). A group that no
+    layer produces (the input image's channels, an attention product read by a projection) lies
+    where its members do."""
     if scope is None:
         return list(graph.groups)
     prefixes = tuple(scope)
-    return [g for g in graph.groups if any(covers(p, m.module) for m in g.producers for p in prefixes)]
+    return [
+        g
+        for g in graph.groups
+        if any(covers(p, m.module) for m in g.producers or g.members for p in prefixes)
+    ]
 
 
 def choose(

@@ -9,8 +9,9 @@ masked original."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -28,6 +29,23 @@ Check = Callable[[list[Group]], "str | None"]
 
 def _first_line(e: Exception) -> str:
     return f"{type(e).__name__}: {e}".splitlines()[0]
+
+
+@contextlib.contextmanager
+def _innermost(model: nn.Module) -> Iterator[list[str]]:
+    """Track the modules running inside `model`: when a forward pass raises, the list's last entry
+    names the innermost module the error came from, as `path (Type)`."""
+    running: list[str] = []
+    hooks = []
+    for name, m in model.named_modules():
+        label = f"{name or 'the model'} ({type(m).__name__})"
+        hooks.append(m.register_forward_pre_hook(lambda *_, label=label: running.append(label)))
+        hooks.append(m.register_forward_hook(lambda *_: running.pop() and None))  # output unchanged
+    try:
+        yield running
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def _removal(groups: list[Group]) -> frozenset[int]:
@@ -65,11 +83,13 @@ def probe(
         trial = meta_copy(model) if on_meta else copy.deepcopy(model)
         apply_plan(trial, graph, _removal(groups))
         fix_attributes(trial)
-        try:
-            with torch.no_grad():
-                trial.eval()(*(x.to("meta") if on_meta else x for x in inputs))
-        except Exception as e:  # the point of the probe: any failure of the pruned forward pass
-            return _first_line(e)
+        with _innermost(trial) as running:
+            try:
+                with torch.no_grad():
+                    trial.eval()(*(x.to("meta") if on_meta else x for x in inputs))
+            except Exception as e:  # the point of the probe: any failure of the pruned forward pass
+                where = f" in {running[-1]}" if running else ""
+                return f"the forward pass fails{where}: {_first_line(e)}"
         return None
 
     def values(groups: list[Group]) -> str | None:

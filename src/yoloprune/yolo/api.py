@@ -42,7 +42,8 @@ from yoloprune.yolo.safe import save_safe
 
 @dataclass(frozen=True)
 class Analysis:
-    """A loaded model and its channel-dependency graph."""
+    """A loaded model and its channel-dependency graph, with every pin: the tracer's, the probe's
+    (when `analyze` ran it) and the user's `exclude`."""
 
     model: nn.Module
     graph: ChannelGraph
@@ -52,6 +53,11 @@ class Analysis:
 
     def group(self, group_id: int) -> Group:
         return self.graph.groups[group_id]
+
+    def pinned(self, scope: Iterable[str] | None = None) -> list[Group]:
+        """The groups under `scope` (module paths; None: all) that `prune` leaves as they are; each
+        says why in `Group.reasons`. The analysis report shows exactly these."""
+        return [g for g in select_groups(self.graph, scope) if not g.prunable]
 
 
 def _suggest(name: str, choices: Iterable[str]) -> str:
@@ -158,7 +164,7 @@ class PruneResult:
 def _explain_all_pinned(groups: list[Group]) -> str:
     lines = []
     for g in groups[:8]:
-        why = "; ".join(f"{p.member}: {p.reason}" for p in g.pinned_by) or "fewer than 2 channels"
+        why = "; ".join(g.reasons)
         lines.append(f"group {g.id} ({g.producers[0].module if g.producers else g.members[0].module}): {why}")
     more = f" (and {len(groups) - 8} more)" if len(groups) > 8 else ""
     return "; ".join(lines) + more

@@ -1,0 +1,90 @@
+"""One source of truth for pins: the groups `analyze` reports as pinned are exactly the groups a
+prune leaves untouched, on every shipped config, and each says why (tracer, probe or --exclude)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+
+from coverage import offline_copy, shipped_configs
+
+from yoloprune import report
+from yoloprune.pruning.plan import Plan, PruneOptions, choose, select_groups
+from yoloprune.yolo.api import Analysis, analyze, prune
+
+FAST = ("yolo11n.yaml", "yolo12n.yaml", "rtdetr-l.yaml")  # probe pins; attention; linear layers
+
+
+_analyses: dict[str, Analysis] = {}
+
+
+def analysis(config: str, folder: Path) -> Analysis:
+    """`config` traced and probed once per test session."""
+    if config not in _analyses:
+        torch.manual_seed(0)
+        _analyses[config] = analyze(str(offline_copy(config, folder) or config))
+    return _analyses[config]
+
+
+def untouched(a: Analysis, plan: Plan) -> set[int]:
+    return {g.id for g in a.graph.groups if not plan.removed.intersection(g.classes)}
+
+
+def check_pins_agree(config: str, folder: Path) -> None:
+    a = analysis(config, folder)
+    doc = json.loads(report.to_json(report.analysis_report(a)))  # what `yoloprune analyze` prints
+    options = PruneOptions(0.5, "random")  # prune's own choice, without its (slow) verification
+    plan = choose(a.graph, a.model, select_groups(a.graph, None), options)
+    assert {g["id"] for g in doc["groups"] if not g["prunable"]} == untouched(a, plan)
+    assert {g["id"] for g in doc["groups"]} == {g.id for g in a.graph.groups}
+    reasons = {p["id"]: p["reasons"] for p in doc["pinned"]}
+    assert reasons.keys() == untouched(a, plan) == {g.id for g in a.pinned()}
+    assert all(why and all(why) for why in reasons.values()), reasons
+
+
+@pytest.mark.parametrize("config", FAST)
+def test_analyze_reports_exactly_the_groups_prune_leaves(config, tmp_path):
+    check_pins_agree(config, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", [c for c in shipped_configs() if c not in FAST])
+def test_every_shipped_config_reports_the_groups_prune_leaves(config, tmp_path):
+    check_pins_agree(config, tmp_path)
+
+
+def test_prune_leaves_exactly_the_pinned_groups(tmp_path):
+    a = analysis("yolo12n.yaml", tmp_path)
+    r = prune(a.source, 0.5, analysis=a)
+    assert untouched(a, r.plan) == {g.id for g in a.pinned()} and len(a.pinned()) == 27
+    scope = ("model.6",)
+    r = prune(a.source, 0.5, blocks=[6], analysis=a)
+    in_block = {g.id for g in select_groups(a.graph, scope)}
+    assert untouched(a, r.plan) & in_block == {g.id for g in a.pinned(scope)}
+    assert {g["id"] for g in json.loads(report.to_json(report.analysis_report(a, [6])))["pinned"]} == {
+        g.id for g in a.pinned(scope)
+    }
+
+
+def test_probe_pins_name_the_layer_that_fails(tmp_path):
+    a = analysis("yolo11n.yaml", tmp_path)
+    (group,) = a.graph.groups_of("model.10.cv1.conv", "out")
+    (reason,) = group.reasons
+    assert reason.startswith("model.10.cv1.conv: removing any of its channels breaks the pruned model")
+    assert "fails in model.10.m.0.attn (Attention): RuntimeError" in reason
+
+
+def test_markdown_lists_every_pinned_group_with_its_reasons(tmp_path):
+    a = analysis("yolo12n.yaml", tmp_path)
+    md = report.to_markdown(report.analysis_report(a))
+    pinned = md.split("## Pinned groups")[1].split("\n## ")[0]
+    rows = [line for line in pinned.splitlines() if line.startswith("| ") and not line.startswith("| Group")]
+    assert len(rows) == len(a.pinned()) == 27
+    assert "model.6.m.0.0.attn.pe.conv (torch.conv2d): convolution over an axis that is not" in pinned
+    assert "Prune leaves the 27 pinned groups as they are" in md
