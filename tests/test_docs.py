@@ -404,15 +404,16 @@ SLOW_DOCTESTS = {  # name -> why it is slow; each function also has fast tests o
     "yoloprune.yolo.costs.block_costs": "a prune, ~2 s (the dry-run table in tests/test_allocation.py)",
     "yoloprune.yolo.schedule.check_recipe": "a dry run, ~2 s (every run of tests/test_schedule.py)",
     "yoloprune.yolo.api.verify": "a prune, a save and a verify, ~3 s (verify in tests/test_cli.py)",
+    "yoloprune": "a prune and a save, ~2 s (the README's quick start does the same)",
 }
 
 
 def _docstring_tests() -> list[doctest.DocTest]:
     finder = doctest.DocTestFinder(exclude_empty=True)
     found = []
-    for info in pkgutil.walk_packages(yoloprune.__path__, "yoloprune."):
-        module = importlib.import_module(info.name)
-        found += [t for t in finder.find(module, info.name) if t.examples]
+    names = ["yoloprune", *(info.name for info in pkgutil.walk_packages(yoloprune.__path__, "yoloprune."))]
+    for name in names:
+        found += [t for t in finder.find(importlib.import_module(name), name) if t.examples]
     return sorted(found, key=lambda t: t.name)
 
 

@@ -2,8 +2,9 @@
 
 Example:
     >>> import yoloprune
-    >>> result = yoloprune.prune("yolov8s.yaml", ratio=0.5, blocks=[1, 2, 3])  # doctest: +SKIP
-    >>> result.equivalence.ok, result.save("pruned.pt")  # doctest: +SKIP
+    >>> result = yoloprune.prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])
+    >>> result.equivalence.ok, result.save("pruned.pt")
+    (True, PosixPath('pruned.pt'))
 """
 
 from __future__ import annotations
