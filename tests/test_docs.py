@@ -408,16 +408,32 @@ SLOW_DOCTESTS = {  # name -> why it is slow; each function also has fast tests o
 }
 
 
+UNIMPORTABLE: dict[str, str] = {}  # module -> error: reported by a test, not at collection
+
+
 def _docstring_tests() -> list[doctest.DocTest]:
     finder = doctest.DocTestFinder(exclude_empty=True)
     found = []
-    names = ["yoloprune", *(info.name for info in pkgutil.walk_packages(yoloprune.__path__, "yoloprune."))]
+
+    def failed(name: str) -> None:
+        UNIMPORTABLE[name] = repr(sys.exc_info()[1])
+
+    names = ["yoloprune", *(i.name for i in pkgutil.walk_packages(yoloprune.__path__, "yoloprune.", failed))]
     for name in names:
-        found += [t for t in finder.find(importlib.import_module(name), name) if t.examples]
+        try:
+            module = importlib.import_module(name)
+        except Exception as e:
+            UNIMPORTABLE[name] = repr(e)
+            continue
+        found += [t for t in finder.find(module, name) if t.examples]
     return sorted(found, key=lambda t: t.name)
 
 
 DOCTESTS = _docstring_tests()
+
+
+def test_every_module_imports():
+    assert UNIMPORTABLE == {}
 
 
 def test_the_code_has_docstring_examples():
