@@ -99,11 +99,10 @@ def probe(
             )
         except Exception as e:
             return _first_line(e)
-        return (
-            None
-            if eq.ok
-            else f"outputs differ from the masked original (relative error {eq.max_rel_error:.2g})"
-        )
+        if eq.ok:
+            return None
+        where = f", first at {eq.first_divergence[0]}" if eq.first_divergence else ""
+        return f"its outputs differ from the masked original{where} (relative error {eq.max_rel_error:.2g})"
 
     try:
         with torch.no_grad():

@@ -1,11 +1,13 @@
 """Prove a prune: the pruned model must compute what the original computes with the removed
-channels masked, i.e. with every weight that reads a removed channel set to zero."""
+channels masked, i.e. with every weight that reads a removed channel set to zero. When it does
+not, say where: the first layer, in execution order, whose output differs (`first_divergence`),
+and for weights, the first tensor that differs (`first_state_difference`)."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +31,7 @@ class Equivalence:
     outputs: int
     tolerance: float = TOLERANCE
     signal: float | None = None  # how much the outputs change with the input (None: not measured)
+    first_divergence: tuple[str, float] | None = None  # (layer path, its rel error); None when ok
 
     @property
     def ok(self) -> bool:
@@ -102,6 +105,94 @@ def _outputs(
         m.to(own).train(was)
 
 
+def kept_outputs(graph: ChannelGraph, removed: frozenset[int]) -> dict[str, torch.Tensor]:
+    """Output channel positions each layer keeps, for every layer whose output a prune narrows."""
+    rem = np.fromiter(removed, dtype=np.int64, count=len(removed))
+    kept = {}
+    for member, layout in graph.layout.items():
+        keep = np.flatnonzero(~np.isin(layout, rem))
+        if member.axis == "out" and len(keep) < len(layout):
+            kept[member.module] = torch.as_tensor(keep)
+    return kept
+
+
+def _layer_outputs(m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[tuple[str, int], list]:
+    """(module path, call number) -> its output tensors in float64, in the order the calls finish."""
+    calls: dict[tuple[str, int], list] = {}
+    count: dict[str, int] = {}
+
+    def record(name: str, out: object) -> None:
+        count[name] = count.get(name, 0) + 1
+        calls[name, count[name]] = [t.detach().to(torch.float64, copy=True) for t in flat_tensors(out)]
+
+    hooks = [
+        module.register_forward_hook(lambda _m, _a, out, name=name: record(name, out))
+        for name, module in m.named_modules()
+    ]
+    try:
+        _outputs(m, inputs, lambda o: o, torch.float64)
+    finally:
+        for h in hooks:
+            h.remove()
+    return calls
+
+
+def _aligned(x: torch.Tensor, y: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor | None:
+    """`y` (a masked-original output) cut to the channels `x` (the pruned one) has; None if unknown."""
+    if x.shape == y.shape:
+        return y
+    dims = [d for d in range(y.ndim) if x.ndim == y.ndim and x.shape[d] != y.shape[d]]
+    if keep is None or len(dims) != 1 or x.shape[dims[0]] != len(keep):
+        return None
+    return y.index_select(dims[0], keep)
+
+
+def first_divergence(
+    pruned: nn.Module,
+    masked: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    kept: Mapping[str, torch.Tensor] | None = None,
+    tolerance: float = TOLERANCE,
+) -> tuple[str, float] | None:
+    """The first layer, in the order the pruned model's layers finish, whose output differs from the
+    masked original's by more than `tolerance` (float64), with that relative error. Outputs a prune
+    narrows are compared on the kept channels (`kept`, see `kept_outputs`); other outputs of a
+    different shape are skipped. None when no layer's output differs."""
+    theirs = _layer_outputs(masked, inputs)
+    for (name, call), outs in _layer_outputs(pruned, inputs).items():
+        ref = theirs.get((name, call))
+        if ref is None or len(ref) != len(outs):
+            continue
+        keep = (kept or {}).get(name)
+        errors = [
+            _rel_error(x, y)
+            for x, y in ((x, _aligned(x, y, keep)) for x, y in zip(outs, ref, strict=True))
+            if y is not None
+        ]
+        if errors and max(errors) > tolerance:
+            return (name or "the model", max(errors))
+    return None
+
+
+def first_state_difference(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], values: bool
+) -> tuple[str, str] | None:
+    """The first tensor (in `expected`'s order) whose shape differs, or that is missing or extra;
+    with `values`, else the first whose values differ: (tensor name, what differs). None if none."""
+    for key, e in expected.items():
+        f = found.get(key)
+        if f is None:
+            return key, "missing from the pruned model"
+        if f.shape != e.shape:
+            return key, f"shape {tuple(f.shape)}, the plan gives {tuple(e.shape)}"
+        if values and not torch.equal(e, f.to(e.dtype)):
+            diff = (f.to(torch.float64) - e.to(torch.float64)).abs().max()
+            scale = e.to(torch.float64).abs().max().clamp_min(1e-12)
+            return key, f"max rel difference {(diff / scale).item():.3g}"
+    extra = next((k for k in found if k not in expected), None)
+    return None if extra is None else (extra, "not in the original pruned by the plan")
+
+
 def _difference(a: list, b: list) -> float:
     if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b, strict=False)):
         return float("inf")
@@ -114,9 +205,11 @@ def compare(
     inputs: tuple[torch.Tensor, ...],
     select_outputs: Callable[[object], object] = lambda o: o,
     measure_signal: bool = False,
+    kept: Mapping[str, torch.Tensor] | None = None,
 ) -> Equivalence:
     """Run both models in eval mode on `inputs` and measure how far their outputs differ; with
-    `measure_signal`, also how far the masked model's outputs move for another input.
+    `measure_signal`, also how far the masked model's outputs move for another input. When they
+    differ, `first_divergence` names the first layer that does (`kept`: see `kept_outputs`).
 
     float32 first; a difference above the tolerance is measured again in float64, where rounding
     can neither hide nor fake one (deep nets reach ~1e-4 in float32 on reordered sums alone).
@@ -132,7 +225,8 @@ def compare(
     if measure_signal and err < float("inf"):
         other = _outputs(masked, tuple(x.flip(-1) for x in inputs), select_outputs, torch.float32)
         signal = _difference(other, b)
-    return Equivalence(err, len(b), signal=signal)
+    where = first_divergence(pruned, masked, inputs, kept) if err > TOLERANCE else None
+    return Equivalence(err, len(b), signal=signal, first_divergence=where)
 
 
 def prune_and_compare(
@@ -152,8 +246,9 @@ def prune_and_compare(
     pruned = copy.deepcopy(model) if own else shallow_copy(model)
     widths = apply_plan(pruned, graph, removed)
     fix_attributes(pruned)
+    kept = kept_outputs(graph, removed)
     with masking(model, graph, removed) as masked:
-        return pruned, widths, compare(pruned, masked, inputs, select_outputs, measure_signal)
+        return pruned, widths, compare(pruned, masked, inputs, select_outputs, measure_signal, kept)
 
 
 def _rel_error(x: torch.Tensor, y: torch.Tensor) -> float:
