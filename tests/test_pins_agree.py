@@ -39,7 +39,7 @@ def untouched(a: Analysis, plan: Plan) -> set[int]:
 def check_pins_agree(config: str, folder: Path) -> None:
     a = analysis(config, folder)
     doc = json.loads(report.to_json(report.analysis_report(a)))  # what `yoloprune analyze` prints
-    options = PruneOptions(0.5, "random")  # prune's own choice, without its (slow) verification
+    options = PruneOptions(0.5, importance="random")  # prune's own choice, without its (slow) verification
     plan = choose(a.graph, a.model, select_groups(a.graph, None), options)
     assert {g["id"] for g in doc["groups"] if not g["prunable"]} == untouched(a, plan)
     assert {g["id"] for g in doc["groups"]} == {g.id for g in a.graph.groups}

@@ -160,6 +160,8 @@ def test_default_selection_is_every_block(v8n):
     assert pinned["model.0.conv"] == ("input: model input channels",)
     md = report.to_markdown(rep)
     assert "**Block 14 (Concat): nothing to prune** — it has no convolutions" in md
+    assert "| 0 | Conv | input | 3 → 16 | 1 | 1/1 | prunable |" in md  # the input's group is not block 0's
+    assert "| 0 | 3 | `model.0.conv` | input: model input channels |" in md.split("## Pinned groups")[1]
 
 
 def test_dot_clusters_blocks_and_dashes_breaks(blocks_1_2_3):

@@ -40,8 +40,8 @@ class ConvFinding:
 @dataclass(frozen=True)
 class Report:
     """Everything the renderers show. `groups` are every group prune selects: first those of the
-    selected convs' outputs, then the others, each placed in a block by `placed` (group id ->
-    block index); `pinned` are the ones prune leaves as they are."""
+    selected convs' outputs, then the others; `placed` (group id -> block index) puts those that a
+    layer produces (a linear layer) in its block; `pinned` are the ones prune leaves as they are."""
 
     source: str
     selection: str  # e.g. "blocks 1, 2, 3"
@@ -99,7 +99,7 @@ def analysis_report(
         if g.id not in group_ids:
             group_ids[g.id] = None
             block = next((b.index for b in chosen if covers(b.path, _producer(g))), None)
-            if block is not None:
+            if block is not None and g.producers:  # a block's verdict: the groups its layers make
                 placed[g.id] = block
     parts = [f"{word(len(blocks), 'block')} {', '.join(map(str, blocks))}"] if blocks else []
     parts += [f"{word(len(layers), 'layer')} {', '.join(layers)}"] if layers else []
