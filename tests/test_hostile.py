@@ -300,10 +300,10 @@ def mutated_plans(draw: st.DrawFn, text: str) -> str:
 def test_fuzzed_plans_replay_or_fail_clearly(inputs, data):
     text = data.draw(mutated_plans((inputs.folder / "plan.json").read_text()))
     try:
-        r = prune(None, plan=text, analysis=inputs.analysis)
+        r = prune(None, plan=text, analysis=inputs.analysis, check_onnx=False)  # replay, not export
     except YoloPruneError:
         return
-    assert r.equivalence.ok and r.structural.ok
+    assert r.ok and r.equivalence.ok and r.structural.ok
 
 
 # -- ratios and other numbers ---------------------------------------------------------------------
@@ -361,7 +361,7 @@ def test_read_only_output_folder(fmt, inputs, out, capsys):
         err = assert_refused(
             prune_argv(inputs.folder / "tiny.pt", out, "--ratio", "0.5", fmt=fmt), out, capsys
         )
-    assert f"directory {out} is not writable (checked before pruning)" in err
+    assert f"directory {out} is not writable; choose another folder" in err  # checked before pruning
     r = prune(None, 0.5, analysis=inputs.analysis)
     with read_only(out), pytest.raises(YoloPruneError, match=r"Permission denied|not writable"):
         r.save(out / f"pruned.{fmt}", format=fmt)
@@ -408,8 +408,8 @@ def test_an_interrupted_write_leaves_no_temporary_file(inputs, out, monkeypatch)
         Path(f).write_bytes(b"partial")
         raise KeyboardInterrupt
 
+    r = prune(None, 0.5, analysis=inputs.analysis)  # its ONNX check saves a checkpoint too
     monkeypatch.setattr(torch.serialization, "save", interrupted)
-    r = prune(None, 0.5, analysis=inputs.analysis)
     with pytest.raises(KeyboardInterrupt):
         r.save(out / "pruned.pt")
     assert os.listdir(out) == []

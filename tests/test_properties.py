@@ -122,8 +122,9 @@ def check_yaml(spec: tuple, ratio: float, seed: int) -> None:
         path.write_text(yaml_text(spec))
         a = analyze(path)
         assert_pins_explained(a.graph, yaml_allowed_pins(spec))
-        r = prune(None, ratio, importance="random", seed=seed, analysis=a)  # raises unless verified
-        assert r.equivalence.ok and r.structural.ok
+        # Ultralytics refuses ONNX files under 0.1 MB, and random YAMLs are that small.
+        r = prune(None, ratio, importance="random", seed=seed, analysis=a, check_onnx=False)
+        assert r.ok and r.equivalence.ok and r.structural.ok
         inputs = adapter.example_inputs(r.model, seed=seed)
         for fmt in ("pt", "safe"):
             saved = load_model(r.save(Path(folder, f"pruned.{fmt}"), format=fmt)).model

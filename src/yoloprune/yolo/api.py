@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from yoloprune._atomic import atomic_write
 from yoloprune.bench.stats import count_flops, count_params
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.groups import ChannelGraph, Group
@@ -36,8 +38,11 @@ from yoloprune.pruning.verify import (
 )
 from yoloprune.yolo import adapter
 from yoloprune.yolo.calibrate import evidence_for
+from yoloprune.yolo.check import Check, ChecksFailed, export_checks
 from yoloprune.yolo.io import load_model, save_checkpoint
 from yoloprune.yolo.safe import save_safe
+
+PathLike = str | os.PathLike[str]
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,8 @@ def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = Tr
 
 @dataclass(frozen=True)
 class PruneResult:
-    """A pruned model, the plan that made it and the proof that it is right."""
+    """A pruned model, the plan that made it and the proof that it is right: `checks`, every check
+    `prune` ran (equivalence, structural, train step, ONNX); `save` writes only when all passed."""
 
     model: nn.Module
     original: nn.Module
@@ -146,19 +152,86 @@ class PruneResult:
     params: tuple[int, int]
     flops: tuple[int, int]
     imgsz: int
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every check passed, i.e. whether `save` writes."""
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.ok)
 
     def plan_json(self) -> str:
         return self.plan.to_json(self.analysis.source, self.options.as_json())
 
-    def save(self, path: str | Path, format: str = "pt") -> Path:
-        """Write the pruned model: `format="pt"`, a plain Ultralytics checkpoint (a pickle); `"safe"`, a
-        pickle-free folder (architecture YAML + safetensors weights, see `yoloprune.yolo.safe`)."""
+    def save(self, path: PathLike, format: str = "pt", *, plan: PathLike | None = None) -> Path:
+        """Write the pruned model, and with `plan` its plan (JSON), only if every check passed.
+
+        `format="pt"`: a plain Ultralytics checkpoint (a pickle); `"safe"`: a pickle-free folder
+        (architecture YAML + safetensors weights, see `yoloprune.yolo.safe`). Both files are written
+        atomically, the plan first; if the model cannot be written the plan is removed again, so a
+        failure leaves neither. A failed check raises ChecksFailed (a YoloPruneError) and writes nothing.
+
+        Example:
+            >>> r = prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])
+            >>> r.save("pruned.pt", plan="plan.json")
+            PosixPath('pruned.pt')
+        """
+        if not self.ok:
+            raise ChecksFailed(self.failed)
+        check_outputs(path, plan, format)
         meta = {"source": self.analysis.source, "plan": self.plan.convs, "options": self.options.as_json()}
-        if format == "safe":
-            return save_safe(self.model, path, meta=meta, source_ckpt=self.analysis.ckpt)
-        if format != "pt":
-            raise YoloPruneError(f"Unknown save format {format!r}; use 'pt' or 'safe'.")
-        return save_checkpoint(self.model, path, meta=meta, source_ckpt=self.analysis.ckpt)
+        if plan is not None:
+            text = self.plan_json()
+            atomic_write(plan, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        try:
+            if format == "safe":
+                return save_safe(self.model, path, meta=meta, source_ckpt=self.analysis.ckpt)
+            return save_checkpoint(self.model, path, meta=meta, source_ckpt=self.analysis.ckpt)
+        except BaseException:
+            if plan is not None:
+                Path(plan).unlink(missing_ok=True)
+            raise
+
+
+SAVE_FORMATS = ("pt", "safe")
+
+
+def check_outputs(out: PathLike, plan: PathLike | None = None, format: str = "pt") -> None:
+    """Refuse outputs `PruneResult.save` could not write, before any work is spent: an unknown
+    `format`, a name that does not suit it, a missing or unwritable directory.
+
+    Example:
+        >>> check_outputs("pruned.pt", plan="plan.json", format="pt")
+        >>> check_outputs("pruned.pt", format="safe")
+        Traceback (most recent call last):
+        ...
+        yoloprune.errors.YoloPruneError: Cannot save pruned.pt: the safe format writes a folder, not ...
+    """
+    if format not in SAVE_FORMATS:
+        raise YoloPruneError(f"Unknown save format {format!r}; use 'pt' or 'safe'.")
+    out = Path(out)
+    if (out.suffix.lower() == ".pt") != (format == "pt"):
+        raise YoloPruneError(
+            f"Cannot save a checkpoint as {out}: Ultralytics reads checkpoints named *.pt; use e.g. "
+            "pruned.pt."
+            if format == "pt"
+            else f"Cannot save {out}: the safe format writes a folder, not a .pt file; use e.g. pruned.safe."
+        )
+    if plan is not None and Path(plan).resolve() == out.resolve():
+        raise YoloPruneError(f"Cannot write both the model and its plan to {out}; name the plan plan.json.")
+    effective = os.access in os.supports_effective_ids  # as the user the process acts as
+    for path in filter(None, (out, plan)):
+        folder = Path(path).parent
+        if not folder.is_dir():
+            raise YoloPruneError(f"Cannot write {path}: directory {folder} does not exist.")
+        if not os.access(folder, os.W_OK | os.X_OK, effective_ids=effective):
+            raise YoloPruneError(
+                f"Cannot write {path}: directory {folder} is not writable; choose another folder or fix "
+                "its permissions."
+            )
 
 
 def _explain_all_pinned(groups: list[Group]) -> str:
@@ -198,6 +271,7 @@ def prune(
     data: str | Path | None = None,
     calib_images: int = 64,
     calib_imgsz: int | None = None,
+    check_onnx: bool = True,
 ) -> PruneResult:
     """Prune whole coupled groups of `source` and prove the result against the masked original.
 
@@ -210,6 +284,12 @@ def prune(
     criterion choose each group's width. Every pruned group keeps a multiple of `round_to` channels;
     `round_to="auto"` is this machine's channel block (16 with AVX-512F, else 8), recorded in the
     plan as that number.
+
+    The result's `checks` record every proof: equivalence and structural (the pruned model against
+    the masked original), a train step, and (unless `check_onnx=False`) the ONNX export; a check the
+    original already fails the same way does not count against the pruned model (see
+    `yoloprune.yolo.check.ORIGINAL_FACTOR`). `result.ok` says whether all passed; `save` writes
+    only then.
 
     Example:
         >>> r = prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])
@@ -263,37 +343,53 @@ def prune(
         )
         with excited(original, _excitation_batch(original, seed), seed):
             _, _, structural = prune_and_compare(original, a.graph, chosen.removed, inputs, fix, select)
-    for name, eq in (("its own weights", equivalence), ("signal-carrying weights", structural)):
-        if not eq.ok:
-            raise YoloPruneError(
-                f"verification failed: on {name} the pruned model differs from the masked original by "
-                f"{eq.max_rel_error:.3g} (tolerance {eq.tolerance:g}). This is a yoloprune bug; please "
-                "report it with the model and the plan (--plan)."
-            )
+    checks = (
+        _equivalence_check("equivalence", equivalence, "on its own weights"),
+        _equivalence_check("structural", structural, "on signal-carrying weights"),
+        *export_checks(pruned, original, onnx=check_onnx),
+    )
     params = (count_params(original), count_params(pruned))
     flops = (count_flops(original, size_in), count_flops(pruned, size_in))
     return PruneResult(
-        pruned, original, a, chosen, options, equivalence, structural, widths, params, flops, imgsz
+        pruned, original, a, chosen, options, equivalence, structural, widths, params, flops, imgsz, checks
     )
+
+
+def _equivalence_check(name: str, eq: Equivalence, where: str) -> Check:
+    """The pruned model against the masked original. No baseline from the original is needed here:
+    the reference is the original itself, and an error above the tolerance is measured again in
+    float64, where rounding is ~1e-12 and can neither hide nor fake a difference."""
+    detail = f"max rel error {eq.max_rel_error:.3g} {where} (tolerance {eq.tolerance:g})"
+    if not eq.ok:
+        detail += ": the pruned model does not compute what the masked original computes"
+    return Check(name, eq.ok, eq.max_rel_error, None, eq.tolerance, detail)
 
 
 @dataclass(frozen=True)
 class Verification:
-    """Whether a pruned file is its original pruned by a plan, and computes what it should."""
+    """Whether a pruned file is its original pruned by a plan, and computes what it should; `checks`
+    holds every row (shapes, weights, equivalence, structural, train step, ONNX)."""
 
     same_shapes: bool  # every layer has the widths the plan gives
     same_weights: bool  # the weights are the original's, sliced by the plan (false once fine-tuned)
     equivalence: Equivalence  # the file against the masked original
     structural: Equivalence  # the plan itself, on signal-carrying weights
+    checks: tuple[Check, ...]
 
     @property
     def ok(self) -> bool:
-        return self.same_shapes and self.same_weights and self.equivalence.ok and self.structural.ok
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.ok)
 
 
 @phase("verification: the pruned file against its original and plan")
-def verify(original: object, pruned: object, plan: str) -> Verification:
-    """Check that `pruned` is `original` pruned by `plan`, and that it computes what it should.
+def verify(original: object, pruned: object, plan: str, *, check_onnx: bool = True) -> Verification:
+    """Check that `pruned` is `original` pruned by `plan`, and that it computes what it should: the
+    checks `prune` runs, plus the file's shapes and weights against the plan's (`check_onnx=False`
+    skips the ONNX export).
 
     Example:
         >>> r = prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])
@@ -317,4 +413,17 @@ def verify(original: object, pruned: object, plan: str) -> Verification:
         eq = compare(model, masked, inputs, select, measure_signal=True)
     with excited(a.model, _excitation_batch(a.model, 0)):
         _, _, structural = prune_and_compare(a.model, a.graph, chosen.removed, inputs, fix, select)
-    return Verification(same_shapes, same_weights, eq, structural)
+    checks = (
+        Check("shapes", same_shapes, detail="every layer has the width the plan gives"),
+        Check("weights", same_weights, detail="the original's weights, sliced by the plan (not fine-tuned)"),
+        Check(
+            "equivalence", eq.ok, eq.max_rel_error, None, eq.tolerance,
+            f"max rel error {eq.max_rel_error:.3g} (tolerance {eq.tolerance:g})",
+        ),
+        Check(
+            "structural", structural.ok, structural.max_rel_error, None, structural.tolerance,
+            f"the plan on signal-carrying weights: max rel error {structural.max_rel_error:.3g}",
+        ),
+        *export_checks(model, a.model, onnx=check_onnx),
+    )  # fmt: skip
+    return Verification(same_shapes, same_weights, eq, structural, checks)
