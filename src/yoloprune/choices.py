@@ -7,11 +7,24 @@ The criteria themselves register in `importance.CRITERIA` (which imports torch);
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 
 CRITERIA_NAMES = (
     "act-maxgamma", "act-maxweight", "act-medoid", "bn", "fpgm", "gamma", "l1", "l2", "random", "taylor",
 )  # fmt: skip
+
+
+def criterion_names() -> tuple[str, ...]:
+    """The names `importance` accepts: the built-in criteria, and any registered since (with
+    `importance.register`, which needs the registry imported; until then these are the built-in ones).
+
+    Example:
+        >>> "l1" in criterion_names()
+        True
+    """
+    base = sys.modules.get("yoloprune.importance.base")
+    return tuple(sorted(base.CRITERIA)) if base is not None else CRITERIA_NAMES
 
 
 class Aggregation(str, Enum):
