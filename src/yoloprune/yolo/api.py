@@ -39,7 +39,7 @@ from yoloprune.pruning.verify import (
 from yoloprune.yolo import adapter
 from yoloprune.yolo.calibrate import evidence_for
 from yoloprune.yolo.check import Check, ChecksFailed, export_checks
-from yoloprune.yolo.io import load_model, save_checkpoint
+from yoloprune.yolo.io import check_checkpoint_name, load_model, save_checkpoint
 from yoloprune.yolo.safe import save_safe
 
 PathLike = str | os.PathLike[str]
@@ -201,7 +201,8 @@ SAVE_FORMATS = ("pt", "safe")
 
 def check_outputs(out: PathLike, plan: PathLike | None = None, format: str = "pt") -> None:
     """Refuse outputs `PruneResult.save` could not write, before any work is spent: an unknown
-    `format`, a name that does not suit it, a missing or unwritable directory.
+    `format`, a name that does not suit it (or that Ultralytics would not read as this file, see
+    `check_checkpoint_name`), a missing or unwritable directory.
 
     Example:
         >>> check_outputs("pruned.pt", plan="plan.json", format="pt")
@@ -220,6 +221,8 @@ def check_outputs(out: PathLike, plan: PathLike | None = None, format: str = "pt
             if format == "pt"
             else f"Cannot save {out}: the safe format writes a folder, not a .pt file; use e.g. pruned.safe."
         )
+    if format == "pt":
+        check_checkpoint_name(out)
     if plan is not None and Path(plan).resolve() == out.resolve():
         raise YoloPruneError(f"Cannot write both the model and its plan to {out}; name the plan plan.json.")
     effective = os.access in os.supports_effective_ids  # as the user the process acts as

@@ -45,6 +45,8 @@ from ultralytics.nn.modules import (
 )
 from ultralytics.nn.tasks import BaseModel, load_checkpoint
 from ultralytics.utils import LOGGER, YAML
+from ultralytics.utils.checks import check_yolov5u_filename
+from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
 from ultralytics.utils.patches import torch_load
 
 from yoloprune._atomic import atomic_write
@@ -168,6 +170,7 @@ def save_checkpoint(
             f"Cannot save a checkpoint as {path}: Ultralytics only reads checkpoints named *.pt; "
             f"use {path.with_suffix('.pt')}."
         )
+    check_checkpoint_name(path, official=False)
     if not isinstance(model, nn.Module):
         raise YoloPruneError(f"Cannot save {type(model).__name__} to {path}: pass a torch.nn.Module.")
     try:
@@ -201,6 +204,47 @@ def save_checkpoint(
     # torch.serialization.save, not torch.save: Ultralytics replaces torch.save with a wrapper that
     # retries failed writes with sleeps.
     return atomic_write(path, lambda tmp: torch.serialization.save(ckpt, tmp))
+
+
+def check_checkpoint_name(path: str | os.PathLike[str], *, official: bool = True) -> None:
+    """Refuse a checkpoint name Ultralytics would not read as that file: a YOLOv5 or YOLOv3 name it
+    rewrites to its "u" model (`yolov5n.pt` -> `yolov5nu.pt`, `checks.check_yolov5u_filename`, then
+    looked for locally and downloaded), so nothing could load the file back; and with `official`, the
+    name of an official Ultralytics checkpoint (`downloads.GITHUB_ASSETS_NAMES`, e.g. `yolov8n.pt`),
+    which `YOLO(name)` downloads wherever the file is not found, so a pruned model is easily
+    mistaken for the official one.
+
+    Example:
+        >>> check_checkpoint_name("yolov5n.pt")
+        Traceback (most recent call last):
+        ...
+        yoloprune.errors.YoloPruneError: Cannot save a checkpoint as yolov5n.pt: Ultralytics reads ...
+        >>> check_checkpoint_name("yolov5n-pruned.pt")
+    """
+    path = Path(path)
+    for text in (path.name, str(path), str(path.resolve())):  # yoloprune loads by the absolute path
+        renamed = check_yolov5u_filename(text, verbose=False)
+        if renamed != text:
+            raise YoloPruneError(
+                f"Cannot save a checkpoint as {path}: Ultralytics reads the name {text} as {renamed} "
+                "(its YOLOv5u rename) and looks for that file instead (downloading it if it is an official "
+                "model), so neither YOLO() nor yoloprune could load this file back. Choose another name, "
+                f"e.g. {_other_name(path)}."
+            )
+    if official and path.name in GITHUB_ASSETS_NAMES:
+        raise YoloPruneError(
+            f"Cannot save the pruned model as {path}: {path.name} is the name of an official Ultralytics "
+            f"checkpoint, which YOLO({path.name!r}) downloads wherever this file is not found, so the "
+            f"pruned model is easily mistaken for it. Choose another name, e.g. {_other_name(path)}."
+        )
+
+
+def _other_name(path: Path) -> str:
+    """A name beside `path` that Ultralytics reads as it is."""
+    for name in (f"{path.stem}-pruned{path.suffix}", f"pruned{path.suffix}"):
+        if name not in GITHUB_ASSETS_NAMES and check_yolov5u_filename(name, verbose=False) == name:
+            return name
+    return "pruned.pt"
 
 
 def model_task(model: nn.Module) -> str:
