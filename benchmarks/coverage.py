@@ -3,11 +3,19 @@
 Scope: each config under `ultralytics/cfg/models/` (at the n scale where the YAML has scales;
 files already named with a scale are used as they are, and duplicate scales of one family are
 skipped) runs in its own subprocess with a timeout: `analyze` (with the probe), then a 50%
-`prune` of every prunable group with random importance. Recorded per config: task, groups
-(total, prunable, pinned), the distinct pin reasons counted by group, params and FLOPs before and
-after, both equivalence errors, and pass or the failure (exception type, first line, and the
-innermost traceback frames). Results go to benchmarks/results/coverage.{json,md} (written
+`prune` of every prunable group with random importance and the checks a user gets by default
+(equivalence, structural, a train step, the ONNX export; a config passes only when `prune` says its
+result may be saved). Recorded per config: task, groups (total, prunable, pinned), the share of
+FLOPs in pinned groups, the distinct pin reasons counted by group, params and FLOPs before and
+after, both equivalence errors, every check, and pass or the failure (exception type, first line,
+and the innermost traceback frames). Results go to benchmarks/results/coverage.{json,md} (written
 atomically); the table is printed.
+
+Pinned FLOPs: the FLOPs of the convolutions and linear layers whose output channels lie in a group
+`prune` leaves as it is (`Analysis.pinned()`: pinned by the tracer or the probe), over the whole
+model's FLOPs; one image at the model's size, counted per layer by torch's FlopCounterMode like the
+FLOPs column. It bounds what pruning can remove: those layers keep their widths (their inputs may
+still narrow, so it is the share of work held at full output width, not exactly the work left).
 
 Run (from the repository root; PYTHONPATH=src unless yoloprune is installed):
     PYTHONPATH=src .venv/bin/python benchmarks/coverage.py            # all configs
@@ -27,11 +35,16 @@ import tempfile
 import time
 import traceback
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported, here and in children
 os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/yoloprune-bench/ultralytics")
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
+
+if TYPE_CHECKING:
+    from yoloprune.yolo.api import Analysis
 
 QUICK = ("yolov8n.yaml", "yolo11n-seg.yaml", "yolo26n-pose.yaml", "yolov8n-obb.yaml", "yolov8n-cls.yaml")
 # Other scales of families already covered at their smallest shipped scale.
@@ -126,18 +139,40 @@ def _analyse_and_prune(source: str) -> dict:
             pin_examples=examples,  # one full reason, with its site, per short reason
             stage="prune",
         )
-        r = prune(source, 0.5, importance="random", analysis=a)
+        r = prune(source, 0.5, importance="random", analysis=a)  # the default checks, ONNX included
         record.update(
             params=list(r.params),
             flops=list(r.flops),
             imgsz=r.imgsz,
+            pinned_flops=pinned_flops(a, r.imgsz),
             max_rel_error=r.equivalence.max_rel_error,
             structural_error=r.structural.max_rel_error,
-            status="pass",
+            checks=[asdict(c) for c in r.checks],
+            status="pass" if r.ok else "fail",
         )
+        if not r.ok:
+            record.update(stage="checks", error="; ".join(f"{c.name}: {c.detail}" for c in r.failed))
     except Exception as e:
         record.update(status="fail", error=first_line(e), traceback=frames(e))
     return record
+
+
+def pinned_flops(a: Analysis, imgsz: int) -> float:
+    """The share of the model's FLOPs in layers whose output channels are pinned (module docstring)."""
+    import torch
+    from torch import nn
+
+    from yoloprune.bench.stats import flops_by_module
+
+    by_module = flops_by_module(a.model, (torch.zeros(1, 3, imgsz, imgsz),))  # path -> FLOPs
+    modules = dict(a.model.named_modules())
+    layers = {
+        m.module
+        for g in a.pinned()
+        for m in g.producers
+        if isinstance(modules[m.module], (nn.modules.conv._ConvNd, nn.Linear))
+    }
+    return sum(by_module.get(path, 0) for path in layers) / by_module[""]
 
 
 def run_isolated(config: str, timeout: float) -> dict:
@@ -176,12 +211,13 @@ def _g(n: int) -> str:
 
 def table(records: list[dict]) -> str:
     head = (
-        "| config | task | prunable / groups | pinned | params M (before → after) | GFLOPs (before → after) "
-        "| max rel err (own / excited) | time s | result |"
+        "| config | task | prunable / groups | pinned | pinned FLOPs | params M (before → after) "
+        "| GFLOPs (before → after) | max rel err (own / excited) | time s | result |"
     )
-    rows = [head, "|" + "---|" * 9]
+    rows = [head, "|" + "---|" * 10]
     for r in records:
         groups = f"{r['prunable']} / {r['groups']}" if "groups" in r else "-"
+        share = f"{100 * r['pinned_flops']:.1f} %" if "pinned_flops" in r else "-"
         params = f"{_m(r['params'][0])} → {_m(r['params'][1])}" if "params" in r else "-"
         flops = f"{_g(r['flops'][0])} → {_g(r['flops'][1])} @{r['imgsz']}" if "flops" in r else "-"
         err = f"{r['max_rel_error']:.1e} / {r['structural_error']:.1e}" if "params" in r else "-"
@@ -191,7 +227,7 @@ def table(records: list[dict]) -> str:
             else f"{r['status'].upper()} ({r.get('stage', '-')}): {r['error']}"
         )
         result = result.replace("|", "\\|")
-        cells = [r["config"], r.get("task", "-"), groups, r.get("pinned", "-"), params, flops, err]
+        cells = [r["config"], r.get("task", "-"), groups, r.get("pinned", "-"), share, params, flops, err]
         rows.append("| " + " | ".join(map(str, [*cells, f"{r['seconds']:.1f}", result])) + " |")
     return "\n".join(rows)
 
@@ -201,10 +237,14 @@ def markdown(records: list[dict], total: float) -> str:
     lines = [
         "# yoloprune coverage of the shipped Ultralytics configs",
         "",
-        f"analyze + prune(ratio=0.5, importance='random') of every prunable group; {passed}/{len(records)} "
-        f"pass; total {total:.0f} s on {os.cpu_count()} CPU cores. Generated by benchmarks/coverage.py.",
+        f"analyze + prune(ratio=0.5, importance='random') of every prunable group, with the default "
+        f"checks (equivalence, structural, train step, ONNX export); {passed}/{len(records)} pass; total "
+        f"{total:.0f} s on {os.cpu_count()} CPU cores. Generated by benchmarks/coverage.py.",
         "",
         table(records),
+        "",
+        "Pinned FLOPs: the FLOPs of the convolutions and linear layers whose output channels lie in a "
+        "pinned group (one `prune` leaves as it is), over the model's FLOPs at its image size.",
         "",
         "## Pin reasons (groups pinned per reason; digits shown as N)",
         "",
@@ -213,6 +253,12 @@ def markdown(records: list[dict], total: float) -> str:
         pins = "; ".join(f"{reason} ×{n}" for reason, n in r.get("pins", {}).items()) or "-"
         lines.append(f"- **{r['config']}**: {pins}")
     notes = [f"- **{r['config']}**: {r['note']}" for r in records if "note" in r]
+    notes += [  # checks passed on the original's own result (see yoloprune.yolo.check.ORIGINAL_FACTOR)
+        f"- **{r['config']}**: {c['name']} check: {c['detail']}"
+        for r in records
+        for c in r.get("checks", [])
+        if c["ok"] and "original" in c["detail"]
+    ]
     if notes:
         lines += ["", "## Notes", "", *notes]
     failures = [r for r in records if r["status"] != "pass"]
