@@ -33,6 +33,8 @@ from yoloprune.pruning.verify import (
     compare,
     excite,
     excited,
+    first_state_difference,
+    kept_outputs,
     masked_copy,
     prune_and_compare,
 )
@@ -378,6 +380,7 @@ class Verification:
     equivalence: Equivalence  # the file against the masked original
     structural: Equivalence  # the plan itself, on signal-carrying weights
     checks: tuple[Check, ...]
+    first_difference: tuple[str, str] | None = None  # (tensor, how): first shape, else weight, that differs
 
     @property
     def ok(self) -> bool:
@@ -386,6 +389,17 @@ class Verification:
     @property
     def failed(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if not c.ok)
+
+
+def _where(differs: tuple[str, str] | None, ok: bool, text: str) -> str:
+    return text if ok or differs is None else f"{text}; first differs at {differs[0]}: {differs[1]}"
+
+
+def _diverges(eq: Equivalence) -> str:
+    if eq.first_divergence is None:
+        return ""
+    layer, error = eq.first_divergence
+    return f"; first differs at {layer} (rel error {error:.3g})"
 
 
 @phase("verification: the pruned file against its original and plan")
@@ -409,24 +423,28 @@ def verify(original: object, pruned: object, plan: str, *, check_onnx: bool = Tr
     mine, theirs = expected.state_dict(), model.state_dict()
     same_shapes = mine.keys() == theirs.keys() and all(mine[k].shape == theirs[k].shape for k in mine)
     same_weights = same_shapes and all(torch.equal(mine[k], theirs[k].to(mine[k].dtype)) for k in mine)
+    differs = first_state_difference(mine, theirs, values=same_shapes)
     if not same_shapes:
         eq = Equivalence(float("inf"), 0)
     else:
         masked = masked_copy(a.model, a.graph, chosen.removed)
-        eq = compare(model, masked, inputs, select, measure_signal=True)
+        eq = compare(model, masked, inputs, select, True, kept_outputs(a.graph, chosen.removed))
     with excited(a.model, _excitation_batch(a.model, 0)):
         _, _, structural = prune_and_compare(a.model, a.graph, chosen.removed, inputs, fix, select)
+    widths = _where(differs, same_shapes, "every layer has the width the plan gives")
+    weights = _where(differs, same_weights, "the original's weights, sliced by the plan (not fine-tuned)")
     checks = (
-        Check("shapes", same_shapes, detail="every layer has the width the plan gives"),
-        Check("weights", same_weights, detail="the original's weights, sliced by the plan (not fine-tuned)"),
+        Check("shapes", same_shapes, detail=widths),
+        Check("weights", same_weights, detail=weights),
         Check(
             "equivalence", eq.ok, eq.max_rel_error, None, eq.tolerance,
-            f"max rel error {eq.max_rel_error:.3g} (tolerance {eq.tolerance:g})",
+            f"max rel error {eq.max_rel_error:.3g} (tolerance {eq.tolerance:g}){_diverges(eq)}",
         ),
         Check(
             "structural", structural.ok, structural.max_rel_error, None, structural.tolerance,
-            f"the plan on signal-carrying weights: max rel error {structural.max_rel_error:.3g}",
+            f"the plan on signal-carrying weights: max rel error {structural.max_rel_error:.3g}"
+            f"{_diverges(structural)}",
         ),
         *export_checks(model, a.model, onnx=check_onnx),
     )  # fmt: skip
-    return Verification(same_shapes, same_weights, eq, structural, checks)
+    return Verification(same_shapes, same_weights, eq, structural, checks, differs)
