@@ -47,7 +47,7 @@ def bench(repeats: int) -> dict:
     from yoloprune.pruning.allocate import Allocator, CostModel, _lost_table, measurer
     from yoloprune.pruning.options import PruneOptions
     from yoloprune.pruning.plan import choose, select_groups
-    from yoloprune.yolo import adapter
+    from yoloprune.yolo.adapter import ULTRALYTICS
     from yoloprune.yolo.api import analyze
 
     torch.manual_seed(0)
@@ -69,7 +69,7 @@ def bench(repeats: int) -> dict:
     alloc = Allocator([(g, Ranking(CRITERIA["l1"](ctx, g))) for g in groups], PruneOptions().limits, True)
     lost = _lost_table(alloc, a.graph, cost)
     options = PruneOptions(None, target_flops=0.5, allocation="global")
-    measure = measurer(a.model, a.graph, x, adapter.fix_attributes)
+    measure = measurer(a.model, a.graph, x, ULTRALYTICS)
 
     def target_plan() -> object:
         return choose(a.graph, a.model, select_groups(a.graph, None), options, inputs=x, measure=measure)

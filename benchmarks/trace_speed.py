@@ -91,20 +91,20 @@ def yoloprune_ops(model: nn.Module) -> tuple[dict[str, Op], Callable[[], dict]]:
     from yoloprune.graph.trace import trace
     from yoloprune.pruning.apply import apply_plan
     from yoloprune.pruning.plan import PruneOptions, choose, select_groups
-    from yoloprune.yolo import adapter
+    from yoloprune.yolo.adapter import ULTRALYTICS
     from yoloprune.yolo.api import analyze, prune
 
-    inputs = adapter.example_inputs(model)
+    inputs = ULTRALYTICS.example_inputs(model)
     a = analyze(model)
 
     def step(pruned: nn.Module) -> None:
         plan = choose(a.graph, a.model, select_groups(a.graph, None), PruneOptions(0.5, "l2"))
         apply_plan(pruned, a.graph, plan.removed)
-        adapter.fix_attributes(pruned)
+        ULTRALYTICS.fix_attributes(pruned)
 
     ops = {
         "trace_groups": (
-            lambda _: build_groups(trace(model, inputs, adapter.adapts_split, adapter.select_outputs)),
+            lambda _: build_groups(trace(model, inputs, ULTRALYTICS)),
             _none,
         ),
         "analyze": (lambda _: analyze(model), _none),

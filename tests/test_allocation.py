@@ -19,7 +19,7 @@ from yoloprune.importance import Ranking
 from yoloprune.pruning.allocate import Allocator, Limits, measurer
 from yoloprune.pruning.options import PruneOptions
 from yoloprune.pruning.plan import choose, recorded_options, select_groups
-from yoloprune.yolo import adapter
+from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import analyze, prune
 from yoloprune.yolo.io import load_model
 
@@ -148,7 +148,7 @@ def test_params_target_with_limits_and_rounding(v8n):
 def test_target_corrects_for_costs_the_estimate_cannot_scale(v8n):
     """If the real count differs from the cost model (an op it does not scale), the aim shifts."""
     x = (torch.zeros(1, 3, 640, 640),)
-    real = measurer(v8n.model, v8n.graph, x, adapter.fix_attributes)
+    real = measurer(v8n.model, v8n.graph, x, ULTRALYTICS)
     extra = 0.1 * count_flops(v8n.model, x)
 
     def measure(removed: frozenset[int]) -> tuple[int, int]:

@@ -40,7 +40,7 @@ from yoloprune.graph.groups import ChannelGraph, build_groups
 from yoloprune.graph.trace import trace
 from yoloprune.pruning.plan import PruneOptions, choose, load_plan, plan_from_removed, select_groups
 from yoloprune.pruning.verify import compare, excite, prune_and_compare
-from yoloprune.yolo import adapter
+from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import analyze, prune
 from yoloprune.yolo.io import load_model
 
@@ -73,14 +73,12 @@ def assert_pins_explained(graph: ChannelGraph, allowed: tuple[tuple[str, ...], .
 
 def check_plain(spec: tuple, plan: tuple[float | None, int]) -> None:
     model = excite(build_net(spec), X)
-    graph = build_groups(trace(model, X, adapter.adapts_split, adapter.select_outputs))
+    graph = build_groups(trace(model, X, ULTRALYTICS))
     assert_pins_explained(graph, allowed_pins(spec))
     removed = random_removal(graph, model, *plan)
     text = plan_from_removed(graph, model, removed).to_json("net", {})
     assert load_plan(graph, model, text).removed == removed  # the JSON round trip is exact
-    pruned, _, eq = prune_and_compare(
-        model, graph, removed, X, adapter.fix_attributes, adapter.select_outputs
-    )
+    pruned, _, eq = prune_and_compare(model, graph, removed, X, ULTRALYTICS)
     assert eq.ok, f"pruned model differs from the masked original: {eq}"
     modules = dict(pruned.named_modules())
     for member, layout in graph.layout.items():
@@ -125,13 +123,13 @@ def check_yaml(spec: tuple, ratio: float, seed: int) -> None:
         # Ultralytics refuses ONNX files under 0.1 MB, and random YAMLs are that small.
         r = prune(None, ratio, importance="random", seed=seed, analysis=a, check_onnx=False)
         assert r.ok and r.equivalence.ok and r.structural.ok
-        inputs = adapter.example_inputs(r.model, seed=seed)
+        inputs = ULTRALYTICS.example_inputs(r.model, seed=seed)
         for fmt in ("pt", "safe"):
             saved = load_model(r.save(Path(folder, f"pruned.{fmt}"), format=fmt)).model
             mine, theirs = r.model.state_dict(), saved.state_dict()
             assert mine.keys() == theirs.keys()
             assert all(torch.equal(mine[k], theirs[k]) for k in mine), fmt
-            assert compare(saved, r.model, inputs, adapter.select_outputs).max_rel_error == 0.0, fmt
+            assert compare(saved, r.model, inputs, ULTRALYTICS).max_rel_error == 0.0, fmt
 
 
 @settings(FAST, max_examples=25)

@@ -11,7 +11,7 @@ from plain_ultralytics import run_without_yoloprune
 
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.explain import naive_breaks
-from yoloprune.yolo import adapter
+from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import analyze, excited_copy, prune, verify
 from yoloprune.yolo.io import load_model, save_checkpoint
 
@@ -191,4 +191,4 @@ def test_verify_catches_other_channels_even_on_untrained_weights(v8n, tmp_path):
 
 def test_example_input_matches_stride():
     model = analyze("yolov8n.yaml", run_probe=False).model
-    assert adapter.example_inputs(model)[0].shape[-1] == 64
+    assert ULTRALYTICS.example_inputs(model)[0].shape[-1] == 64

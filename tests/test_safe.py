@@ -16,7 +16,7 @@ from torch import nn
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.trace import flat_tensors
-from yoloprune.yolo import adapter
+from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import prune
 from yoloprune.yolo.io import load_model
 from yoloprune.yolo.safe import ARCHITECTURE, WEIGHTS, load_safe, save_safe
@@ -33,9 +33,9 @@ def assert_same_model(a: nn.Module, b: nn.Module) -> None:
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
     assert all(sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]) for k in sa)
-    x = adapter.example_inputs(a, seed=1)
+    x = ULTRALYTICS.example_inputs(a, seed=1)
     with torch.no_grad():
-        outs = [list(flat_tensors(adapter.select_outputs(m.eval()(*x)))) for m in (a, b)]
+        outs = [list(flat_tensors(ULTRALYTICS.select_outputs(m.eval()(*x)))) for m in (a, b)]
     assert all(torch.equal(p, q) for p, q in zip(*outs, strict=True))
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from yoloprune.graph.adapter import PLAIN, ModelAdapter
 from yoloprune.graph.elements import Member, Node, Pin, Trace, TraceError, Value, find_root, flat_tensors
 from yoloprune.graph.ops import OpKind, op_kind, op_name
 from yoloprune.graph.rules import OpRules
@@ -149,10 +150,10 @@ class _Tracer(OpRules, TorchFunctionMode):
         return hook
 
 
-def _forward(tracer: _Tracer, model: nn.Module, inputs: tuple, select_outputs: Callable) -> None:
+def _forward(tracer: _Tracer, model: nn.Module, inputs: tuple, adapter: ModelAdapter) -> None:
     with torch.no_grad(), tracer:
         output = model(*inputs)
-    for t in flat_tensors(select_outputs(output)):
+    for t in flat_tensors(adapter.select_outputs(output)):
         v = tracer.info(t)
         if v is not None:
             tracer.pin(v.elems, "reaches the model output", "output")
@@ -161,17 +162,16 @@ def _forward(tracer: _Tracer, model: nn.Module, inputs: tuple, select_outputs: C
 def trace(
     model: nn.Module,
     example_inputs: tuple[torch.Tensor, ...],
-    adapts_split: Callable[[nn.Module], bool] = lambda module: False,
-    select_outputs: Callable[[object], object] = lambda output: output,
+    adapter: ModelAdapter = PLAIN,
 ) -> Trace:
     """Run `model(*example_inputs)` in eval mode, then in train mode, and record how its channels
     are coupled. The train-mode pass finds layers only training uses (auxiliary heads); buffers
     such as BatchNorm statistics are restored after it, and a failing train pass is noted, not fatal.
 
-    `adapts_split(module)` says whether a `split` with explicit sizes called inside `module` takes
-    its sizes from attributes that pruning keeps up to date (otherwise such a split pins).
-    `select_outputs(output)` picks the outputs whose channels are fixed (the predictions); other
-    returned tensors (e.g. intermediate features returned for a loss) are free to change.
+    Two of `adapter`'s hooks apply: `adapts_split(module)` says whether a `split` with explicit sizes
+    called inside `module` takes its sizes from attributes that pruning keeps up to date (otherwise
+    such a split pins); `select_outputs(output)` picks the outputs whose channels are fixed (the
+    predictions); other returned tensors (e.g. features returned for a loss) are free to change.
 
     Example:
         >>> t = trace(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 4, 1)),
@@ -179,7 +179,7 @@ def trace(
         >>> sorted(m.module + "." + m.axis for m in t.members)
         ['0.in', '0.out', '1.in', '1.out']
     """
-    tracer = _Tracer(model, adapts_split)
+    tracer = _Tracer(model, adapter.adapts_split)
     handles = []
     for name, module in tracer.modules.items():
         handles.append(module.register_forward_pre_hook(tracer.pre_hook(name)))
@@ -191,11 +191,11 @@ def trace(
         for x in example_inputs:
             tracer.pin(tracer.set(x, 1, tracer.fresh(x.shape[1])).elems, "model input channels", "input")
         try:
-            _forward(tracer, model.eval(), example_inputs, select_outputs)
+            _forward(tracer, model.eval(), example_inputs, adapter)
         except Exception as e:
             raise TraceError(f"the model's forward pass failed while tracing at {tracer.site()}: {e}") from e
         try:
-            _forward(tracer, model.train(), example_inputs, select_outputs)
+            _forward(tracer, model.train(), example_inputs, adapter)
         except Exception as e:  # e.g. heads whose training forward needs targets
             notes.append(f"train-mode forward failed at {tracer.site()} ({type(e).__name__}: {e})")
     finally:

@@ -30,6 +30,7 @@ from yoloprune._layers import slice_member
 from yoloprune._meta import meta_copy
 from yoloprune.bench.stats import count_flops, count_params, flops_by_module
 from yoloprune.errors import YoloPruneError
+from yoloprune.graph.adapter import PLAIN, ModelAdapter
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.graph.trace import Member
 from yoloprune.importance import Ranking
@@ -295,15 +296,15 @@ def measurer(
     model: nn.Module,
     graph: ChannelGraph,
     inputs: tuple[torch.Tensor, ...],
-    fix: Callable[[nn.Module], None] = lambda m: None,
+    adapter: ModelAdapter = PLAIN,
 ) -> Measure:
-    """A `Measure` that slices a shape-only (meta) copy of `model` and counts it at `inputs`; `fix`
-    updates Python attributes after slicing (e.g. `adapter.fix_attributes`)."""
+    """A `Measure` that slices a shape-only (meta) copy of `model` and counts it at `inputs`, after
+    `adapter.fix_attributes` brings Python attributes in line with the sliced widths."""
 
     def measure(removed: frozenset[int]) -> tuple[int, int]:
         trial = meta_copy(model)
         apply_plan(trial, graph, removed)
-        fix(trial)
+        adapter.fix_attributes(trial)
         return count_params(trial), count_flops(trial, inputs)
 
     return measure

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from yoloprune._meta import meta_copy
+from yoloprune.graph.adapter import PLAIN, ModelAdapter
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.graph.trace import Pin
 from yoloprune.progress import phase
@@ -74,15 +75,14 @@ def probe(
     model: nn.Module,
     graph: ChannelGraph,
     inputs: tuple[torch.Tensor, ...],
-    fix_attributes: Callable[[nn.Module], None] = lambda m: None,
-    select_outputs: Callable[[object], object] = lambda o: o,
+    adapter: ModelAdapter = PLAIN,
 ) -> ChannelGraph:
     """Return `graph` with a probe pin on every prunable group that cannot really be pruned."""
 
     def shapes(groups: list[Group]) -> str | None:
         trial = meta_copy(model) if on_meta else copy.deepcopy(model)
         apply_plan(trial, graph, _removal(groups))
-        fix_attributes(trial)
+        adapter.fix_attributes(trial)
         with _innermost(trial) as running:
             try:
                 with torch.no_grad():
@@ -94,9 +94,7 @@ def probe(
 
     def values(groups: list[Group]) -> str | None:
         try:
-            _, _, eq = prune_and_compare(
-                model, graph, _removal(groups), inputs, fix_attributes, select_outputs
-            )
+            _, _, eq = prune_and_compare(model, graph, _removal(groups), inputs, adapter)
         except Exception as e:
             return _first_line(e)
         if eq.ok:

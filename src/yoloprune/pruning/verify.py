@@ -16,6 +16,7 @@ from torch import nn
 
 from yoloprune._layers import input_weight
 from yoloprune._meta import shallow_copy
+from yoloprune.graph.adapter import PLAIN, ModelAdapter
 from yoloprune.graph.groups import ChannelGraph
 from yoloprune.graph.trace import flat_tensors
 from yoloprune.pruning.apply import apply_plan
@@ -203,7 +204,7 @@ def compare(
     pruned: nn.Module,
     masked: nn.Module,
     inputs: tuple[torch.Tensor, ...],
-    select_outputs: Callable[[object], object] = lambda o: o,
+    adapter: ModelAdapter = PLAIN,
     measure_signal: bool = False,
     kept: Mapping[str, torch.Tensor] | None = None,
 ) -> Equivalence:
@@ -213,7 +214,9 @@ def compare(
 
     float32 first; a difference above the tolerance is measured again in float64, where rounding
     can neither hide nor fake one (deep nets reach ~1e-4 in float32 on reordered sums alone).
+    Only `adapter.select_outputs(output)` is compared: the predictions.
     """
+    select_outputs = adapter.select_outputs
     b = _outputs(masked, inputs, select_outputs, torch.float32)
     err = _difference(_outputs(pruned, inputs, select_outputs, torch.float32), b)
     if TOLERANCE < err < float("inf"):
@@ -234,8 +237,7 @@ def prune_and_compare(
     graph: ChannelGraph,
     removed: frozenset[int],
     inputs: tuple[torch.Tensor, ...],
-    fix_attributes: Callable[[nn.Module], None] = lambda m: None,
-    select_outputs: Callable[[object], object] = lambda o: o,
+    adapter: ModelAdapter = PLAIN,
     measure_signal: bool = False,
     own: bool = False,
 ) -> tuple[nn.Module, dict[str, tuple[int, int]], Equivalence]:
@@ -245,10 +247,10 @@ def prune_and_compare(
     for a model that will be trained or handed to a user)."""
     pruned = copy.deepcopy(model) if own else shallow_copy(model)
     widths = apply_plan(pruned, graph, removed)
-    fix_attributes(pruned)
+    adapter.fix_attributes(pruned)
     kept = kept_outputs(graph, removed)
     with masking(model, graph, removed) as masked:
-        return pruned, widths, compare(pruned, masked, inputs, select_outputs, measure_signal, kept)
+        return pruned, widths, compare(pruned, masked, inputs, adapter, measure_signal, kept)
 
 
 def _rel_error(x: torch.Tensor, y: torch.Tensor) -> float:

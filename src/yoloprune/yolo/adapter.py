@@ -1,9 +1,10 @@
 """What the generic engine needs to know about Ultralytics models, and nothing more.
 
-The channel flow itself is traced, never tabulated here. This module only supplies: the example
-input a model is traced with, which returned tensors are its predictions, which modules take
-their `split` sizes from an attribute (`self.c`) that must be updated after pruning, and the
-block list (`model.model[i]` with `i`, `f`, `type`) users name things by.
+The channel flow itself is traced, never tabulated here. This module only supplies `ULTRALYTICS`,
+the engine's `ModelAdapter` for these models (the example input a model is traced with, which
+returned tensors are its predictions, which modules take their `split` sizes from an attribute,
+`self.c`, that must be updated after pruning), and the block list (`model.model[i]` with `i`, `f`,
+`type`) users name things by.
 """
 
 from __future__ import annotations
@@ -12,44 +13,45 @@ import torch
 from torch import nn
 from ultralytics.nn.modules import block as B
 
+from yoloprune.graph.adapter import ModelAdapter, image_batch
+
 # Modules whose forward (or forward_split, used by ONNX export) splits `cv1`'s output into two
 # halves of `self.c` channels. Subclasses (C3k2, C2fCIB, C2fPSA, ELAN1, ...) are covered.
 HALF_SPLIT_MODULES: tuple[type[nn.Module], ...] = (B.C2, B.C2f, B.C2fAttn, B.RepNCSPELAN4, B.PSA, B.C2PSA)
 
 
-def adapts_split(module: nn.Module) -> bool:
-    """True when `module` splits with sizes taken from `self.c`, which `fix_attributes` updates."""
+def _adapts_split(module: nn.Module) -> bool:
+    """True when `module` splits with sizes taken from `self.c`, which `_fix_attributes` updates."""
     return isinstance(module, HALF_SPLIT_MODULES)
 
 
-def fix_attributes(model: nn.Module) -> None:
+def _fix_attributes(model: nn.Module) -> None:
     """Bring Python attributes in line with pruned widths so stock modules keep running."""
     for m in model.modules():
         if isinstance(m, HALF_SPLIT_MODULES):
             m.c = m.cv1.conv.out_channels // 2
 
 
-def select_outputs(output: object) -> object:
+def _select_outputs(output: object) -> object:
     """The predictions in an eval-mode Ultralytics forward: everything but the returned neck
     features (`"feats"`), whose widths pruning is free to change. Raw head tensors (box
     distribution, class logits, mask coefficients, keypoints, angles) are kept: they are the most
     sensitive place to compare a pruned model with its original."""
     if isinstance(output, dict):
-        return {k: select_outputs(v) for k, v in output.items() if k != "feats"}
+        return {k: _select_outputs(v) for k, v in output.items() if k != "feats"}
     if isinstance(output, (list, tuple)):
-        return [select_outputs(v) for v in output]
+        return [_select_outputs(v) for v in output]
     return output
 
 
-def example_inputs(model: nn.Module, batch: int = 1, seed: int | None = None) -> tuple[torch.Tensor]:
+def _example_inputs(model: nn.Module, batch: int = 1, seed: int | None = None) -> tuple[torch.Tensor]:
     """An input image batch sized for the model's largest stride (contents random when seeded)."""
     stride = getattr(model, "stride", None)
     s = int(max(stride.tolist())) if isinstance(stride, torch.Tensor) and stride.numel() else 32
-    size = max(64, 2 * s)
-    if seed is None:
-        return (torch.zeros(batch, 3, size, size),)
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(batch, 3, size, size, generator=g),)
+    return image_batch(max(64, 2 * s), batch, seed)
+
+
+ULTRALYTICS = ModelAdapter(_example_inputs, _select_outputs, _fix_attributes, _adapts_split)
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:

@@ -39,6 +39,7 @@ from yoloprune.pruning.verify import (
     prune_and_compare,
 )
 from yoloprune.yolo import adapter
+from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.calibrate import evidence_for
 from yoloprune.yolo.check import Check, ChecksFailed, export_checks
 from yoloprune.yolo.io import check_checkpoint_name, load_model, save_checkpoint
@@ -107,7 +108,7 @@ def excited_copy(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def _excitation_batch(model: nn.Module, seed: int) -> tuple:
-    return adapter.example_inputs(model, batch=4, seed=seed + 1)
+    return ULTRALYTICS.example_inputs(model, batch=4, seed=seed + 1)
 
 
 def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = True) -> Analysis:
@@ -123,18 +124,19 @@ def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = Tr
     loaded = load_model(source)
     model, exclude = loaded.model, tuple(exclude)
     check_layers(model, exclude, "--exclude")
+    example = ULTRALYTICS.example_inputs(model)
     try:
         with phase("tracing channel dependencies"):
-            t = trace(model, adapter.example_inputs(model), adapter.adapts_split, adapter.select_outputs)
+            t = trace(model, example, ULTRALYTICS)
     except TraceError as e:
         raise YoloPruneError(
-            f"{loaded.source}: {e}. The model must run on a {adapter.example_inputs(model)[0].shape} input."
+            f"{loaded.source}: {e}. The model must run on a {example[0].shape} input."
         ) from e
     graph = build_groups(t, exclude)
     if run_probe:
-        inputs = adapter.example_inputs(model, seed=0)
+        inputs = ULTRALYTICS.example_inputs(model, seed=0)
         with excited(model, _excitation_batch(model, 0)):  # BatchNorms restored afterwards
-            graph = probe(model, graph, inputs, adapter.fix_attributes, adapter.select_outputs)
+            graph = probe(model, graph, inputs, ULTRALYTICS)
     return Analysis(model, graph, loaded.source, loaded.task, loaded.ckpt)
 
 
@@ -324,7 +326,7 @@ def prune(
     a = analysis or analyze(source, exclude=options.exclude)
     options = replace(options, scope=scope_of(a.model, blocks, layers))
     imgsz = imgsz_of(a)
-    size_in = (adapter.example_inputs(a.model, seed=None)[0].new_zeros(1, 3, imgsz, imgsz),)
+    size_in = (ULTRALYTICS.example_inputs(a.model, seed=None)[0].new_zeros(1, 3, imgsz, imgsz),)
     if plan is not None:
         chosen = load_plan(a.graph, a.model, plan)
         options = replace(options, **recorded_options(plan))
@@ -334,20 +336,19 @@ def prune(
             raise YoloPruneError(
                 "nothing to prune: every group in the selection is pinned. " + _explain_all_pinned(groups)
             )
-        measure = measurer(a.model, a.graph, size_in, adapter.fix_attributes)
+        measure = measurer(a.model, a.graph, size_in, ULTRALYTICS)
         evidence = evidence_for(
             a.model, a.graph, importance, data, groups, calib_images, calib_imgsz or imgsz
         )
         chosen = choose(a.graph, a.model, groups, options, evidence, inputs=size_in, measure=measure)
     original = a.model
-    inputs = adapter.example_inputs(original, seed=seed)
-    fix, select = adapter.fix_attributes, adapter.select_outputs
+    inputs = ULTRALYTICS.example_inputs(original, seed=seed)
     with phase("verification: the pruned model against the masked original"):
         pruned, widths, equivalence = prune_and_compare(
-            original, a.graph, chosen.removed, inputs, fix, select, measure_signal=True, own=True
+            original, a.graph, chosen.removed, inputs, ULTRALYTICS, measure_signal=True, own=True
         )
         with excited(original, _excitation_batch(original, seed), seed):
-            _, _, structural = prune_and_compare(original, a.graph, chosen.removed, inputs, fix, select)
+            _, _, structural = prune_and_compare(original, a.graph, chosen.removed, inputs, ULTRALYTICS)
     checks = (
         _equivalence_check("equivalence", equivalence, "on its own weights"),
         _equivalence_check("structural", structural, "on signal-carrying weights"),
@@ -417,9 +418,8 @@ def verify(original: object, pruned: object, plan: str, *, check_onnx: bool = Tr
     a = analyze(original, run_probe=False)
     chosen = load_plan(a.graph, a.model, plan)
     model = load_model(pruned).model
-    inputs = adapter.example_inputs(a.model, seed=0)
-    fix, select = adapter.fix_attributes, adapter.select_outputs
-    expected, _, _ = prune_and_compare(a.model, a.graph, chosen.removed, inputs, fix, select)
+    inputs = ULTRALYTICS.example_inputs(a.model, seed=0)
+    expected, _, _ = prune_and_compare(a.model, a.graph, chosen.removed, inputs, ULTRALYTICS)
     mine, theirs = expected.state_dict(), model.state_dict()
     same_shapes = mine.keys() == theirs.keys() and all(mine[k].shape == theirs[k].shape for k in mine)
     same_weights = same_shapes and all(torch.equal(mine[k], theirs[k].to(mine[k].dtype)) for k in mine)
@@ -428,9 +428,9 @@ def verify(original: object, pruned: object, plan: str, *, check_onnx: bool = Tr
         eq = Equivalence(float("inf"), 0)
     else:
         masked = masked_copy(a.model, a.graph, chosen.removed)
-        eq = compare(model, masked, inputs, select, True, kept_outputs(a.graph, chosen.removed))
+        eq = compare(model, masked, inputs, ULTRALYTICS, True, kept_outputs(a.graph, chosen.removed))
     with excited(a.model, _excitation_batch(a.model, 0)):
-        _, _, structural = prune_and_compare(a.model, a.graph, chosen.removed, inputs, fix, select)
+        _, _, structural = prune_and_compare(a.model, a.graph, chosen.removed, inputs, ULTRALYTICS)
     widths = _where(differs, same_shapes, "every layer has the width the plan gives")
     weights = _where(differs, same_weights, "the original's weights, sliced by the plan (not fine-tuned)")
     checks = (

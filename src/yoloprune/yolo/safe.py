@@ -40,7 +40,7 @@ from ultralytics.nn.modules import Conv
 from yoloprune._atomic import atomic_write_dir
 from yoloprune._layers import implied_widths, width_attributes
 from yoloprune.errors import YoloPruneError
-from yoloprune.yolo import adapter
+from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.io import _quiet
 
 FORMAT, VERSION = "yoloprune-safe", 1
@@ -167,12 +167,12 @@ def read_safe(path: str | os.PathLike[str]) -> SafeModel:
     model = _build(path, doc)
     _resize(path, model, doc)
     _load_weights(path, model, doc)
-    adapter.fix_attributes(model)
+    ULTRALYTICS.fix_attributes(model)
     model.names = dict(doc.get("names") or {}) or getattr(model, "names", {})
     model.eval()
     try:
         with torch.no_grad():
-            model(*adapter.example_inputs(model))
+            model(*ULTRALYTICS.example_inputs(model))
     except Exception as e:
         raise YoloPruneError(
             f"{path}: the rebuilt model does not run ({type(e).__name__}: {_first_line(e)}): {ARCHITECTURE} "

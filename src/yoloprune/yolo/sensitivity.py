@@ -46,7 +46,7 @@ from yoloprune.pruning.apply import apply_plan
 from yoloprune.pruning.options import PruneOptions, resolve_round_to
 from yoloprune.pruning.plan import Plan, plan_from_removed, select_groups
 from yoloprune.text import plural
-from yoloprune.yolo import adapter
+from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import Analysis, analyze, imgsz_of, scope_of
 from yoloprune.yolo.calibrate import evidence_for
 from yoloprune.yolo.evaluate import ValLoss, accuracy
@@ -242,7 +242,7 @@ def sensitivity(
                 removed = alloc.removed(kept)
                 pruned = copy.deepcopy(a.model)
                 apply_plan(pruned, a.graph, removed)
-                adapter.fix_attributes(pruned)
+                ULTRALYTICS.fix_attributes(pruned)
                 lost = np.array([np.isin(a.graph.layout[m], list(removed)).sum() for m in cost.members])
                 measured[int(kept[i])] = (score(pruned), round(cost.estimate(lost)[1]))
             kept_at.append(int(kept[i]))
@@ -371,7 +371,7 @@ def plan_for_target(
         tuple(seg[4] for seg in segments),
     )
     size_in = (torch.zeros(1, 3, s.flops_imgsz, s.flops_imgsz),)
-    measure = flops_measurer(model, graph, size_in, adapter.fix_attributes)
+    measure = flops_measurer(model, graph, size_in, ULTRALYTICS)
     floor = measure(alloc.removed(alloc.kept(alloc.span[1])))[1] / s.flops
     if floor > target_flops * (1 + TOLERANCE):
         raise YoloPruneError(
