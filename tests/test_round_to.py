@@ -54,7 +54,7 @@ def test_cpuinfo_reads_the_first_processor(tmp_path):
     ],
 )
 def test_auto_is_the_runtime_channel_block(flags, multiple, cpu):
-    assert _hardware.channel_multiple(frozenset(flags.split())) == multiple
+    assert _hardware.channel_multiple(flags=frozenset(flags.split())) == multiple
     cpu(flags)
     assert resolve_round_to("auto") == multiple
 
