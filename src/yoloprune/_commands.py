@@ -344,6 +344,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         batch=args.batch,
         simplify=args.simplify,
+        runtime=args.runtime,
+        int8=args.int8,
+        threads=args.threads,
     )
     _emit(b.to_markdown(), args.out)
     if args.json:

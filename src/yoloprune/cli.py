@@ -18,7 +18,8 @@
     yoloprune compare (RECIPE.yaml | the recipe flags of run ...) [--criteria NAME ...] --out DIR [--resume]
                       [--imgsz N] [--runs N] [--warmup N] [--verbose]
     yoloprune bench MODEL [MODEL ...] [--data DATA.yaml] [--imgsz N] [--runs N] [--warmup N] [--batch N]
-                    [--simplify] [--out FILE.md] [--json FILE] [--plot FILE.png]
+                    [--runtime ort|openvino|tensorrt [--int8]] [--threads N] [--simplify]
+                    [--out FILE.md] [--json FILE] [--plot FILE.png]
     yoloprune sensitivity MODEL --data DATA.yaml [--blocks ...] [--layers ...] [--exclude ...]
                           [--ratios R ...] [--metric loss|map] [--importance NAME] [--images N] [--imgsz N]
                           [--csv FILE] [--plot FILE.png] [--target-flops F [--round-to N|auto] [--plan PLAN]]
@@ -45,6 +46,7 @@ from yoloprune import _commands as commands
 from yoloprune import progress
 from yoloprune.choices import CRITERIA_NAMES, Aggregation
 from yoloprune.errors import YoloPruneError
+from yoloprune.runtimes import Runtime
 
 
 def _auto_or(number: type[float] | type[int], example: str) -> Callable[[str], float | int | str]:
@@ -253,6 +255,21 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs per model, median kept (50)")
     s.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed runs first (10)")
     s.add_argument("--batch", type=int, default=16, metavar="N", help="validation batch size (16)")
+    s.add_argument(
+        "--runtime",
+        choices=[r.value for r in Runtime],
+        help="time (and with --data, validate) the file Ultralytics exports for this runtime alone: "
+        "ort (ONNX Runtime, CPU), openvino (CPU), tensorrt (GPU); default: ONNX Runtime, TensorRT FP16 "
+        "where it can run, and the checkpoint's accuracy",
+    )
+    s.add_argument(
+        "--int8",
+        action="store_true",
+        help="with --runtime openvino or tensorrt: also INT8, calibrated on --data's train split",
+    )
+    s.add_argument(
+        "--threads", type=int, metavar="N", help="CPU threads for the CPU runtimes (default: 1, and all)"
+    )
     s.add_argument("--simplify", action="store_true", help="run onnxslim over each ONNX export")
     s.add_argument("--out", metavar="FILE.md", help="write the Markdown table here instead of printing it")
     s.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")

@@ -19,6 +19,7 @@ from typing import Any
 from yoloprune._atomic import atomic_write
 from yoloprune.bench.latency import Timing
 from yoloprune.errors import YoloPruneError
+from yoloprune.runtimes import export_title
 
 LATENCIES = {  # JSON key -> column title
     "ort_cpu_1_thread": "ORT CPU 1 thread",
@@ -28,9 +29,18 @@ LATENCIES = {  # JSON key -> column title
 
 
 ACCURACY_TITLES = {"map50_95": "mAP50-95", "map50": "mAP50", "precision": "P", "recall": "R"}
+DEPLOYED_METRICS = ("map50_95", "map50")  # the table's columns per exported file (JSON has all four)
 
 GAIN_TITLES = {"speed_up": "speed-up", "flops_reduction": "FLOPs reduction", "sparsity": "sparsity"}
 SPEED_KEY = "ort_cpu_1_thread"  # the latency a gains table reports and its speed-up is measured on
+
+
+@dataclass(frozen=True)
+class Export:
+    """One model's file for a runtime and precision, and its accuracy there if measured."""
+
+    bytes: int
+    accuracy: dict[str, float] | None = None  # ACCURACY_TITLES key -> box metric in [0, 1]
 
 
 @dataclass(frozen=True)
@@ -41,9 +51,10 @@ class Measurement:
     params: int
     flops: int
     checkpoint_bytes: int  # float32 checkpoint as yoloprune saves it (the same precision for every model)
-    onnx_bytes: int
-    latency: dict[str, Timing | None]  # LATENCIES key -> timing; None where not measured
-    accuracy: dict[str, float] | None = None  # ACCURACY_TITLES key -> box metric in [0, 1]
+    onnx_bytes: int | None  # None where no ONNX file was needed (another runtime)
+    latency: dict[str, Timing | None]  # latency key (`Bench.titles`) -> timing; None where not measured
+    accuracy: dict[str, float] | None = None  # ACCURACY_TITLES key -> box metric of the checkpoint
+    exports: dict[str, Export] = field(default_factory=dict)  # `runtimes.Setting.export` key -> file
 
     def values(self) -> dict[str, float | None]:
         """Every number that gets a ratio, by JSON key."""
@@ -55,6 +66,9 @@ class Measurement:
         }
         out.update({k: t.median_ms if t else None for k, t in self.latency.items()})
         out.update(self.accuracy or {})
+        for k, e in self.exports.items():
+            out[f"{k}_bytes"] = e.bytes
+            out.update({f"{k}_{metric}": v for metric, v in (e.accuracy or {}).items()})
         return out
 
 
@@ -64,7 +78,8 @@ class Bench:
 
     rows: tuple[Measurement, ...]
     settings: dict[str, Any] = field(default_factory=dict)  # imgsz, runs, warm-up, load, versions, ...
-    notes: dict[str, str] = field(default_factory=dict)  # LATENCIES key -> why it has no numbers
+    notes: dict[str, str] = field(default_factory=dict)  # latency key -> why it has no numbers
+    titles: dict[str, str] = field(default_factory=lambda: dict(LATENCIES))  # latency key -> column title
 
     def ratios(self, row: Measurement) -> dict[str, float | None]:
         """`row`'s value over the first model's, per JSON key (None where either is missing or 0)."""
@@ -182,6 +197,7 @@ class Bench:
                     k: t.as_json() if t else self.notes.get(k, "n/a") for k, t in row.latency.items()
                 },
                 "accuracy": row.accuracy,
+                "exports": {k: {"bytes": e.bytes, "accuracy": e.accuracy} for k, e in row.exports.items()},
                 "ratios": {k: None if v is None else round(v, 4) for k, v in self.ratios(row).items()},
             }
             models.append(doc)
@@ -190,11 +206,21 @@ class Bench:
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=1)
 
+    def _exports(self) -> tuple[list[str], list[str]]:
+        """Export keys with a size column (ONNX Runtime's file is the ONNX column), and those scored."""
+        keys = list(dict.fromkeys(k for r in self.rows for k in r.exports))
+        scored = [k for k in keys if any(r.exports.get(k, Export(0)).accuracy for r in self.rows)]
+        return [k for k in keys if not k.startswith("ort_")], scored
+
     def to_markdown(self) -> str:
         has_accuracy = any(r.accuracy for r in self.rows)
-        titles = ["model", "params", "GFLOPs", "checkpoint MB", "ONNX MB"]
-        titles += [f"{t} ms" for t in LATENCIES.values()]
+        has_onnx = any(r.onnx_bytes is not None for r in self.rows)
+        sized, scored = self._exports()
+        titles = ["model", "params", "GFLOPs", "checkpoint MB", *(["ONNX MB"] if has_onnx else [])]
+        titles += [f"{export_title(k)} MB" for k in sized]
+        titles += [f"{t} ms" for t in self.titles.values()]
         titles += list(ACCURACY_TITLES.values()) if has_accuracy else []
+        titles += [f"{export_title(k)} {ACCURACY_TITLES[m]}" for k in scored for m in DEPLOYED_METRICS]
         rows = []
         for i, row in enumerate(self.rows):
             ratio = self.ratios(row)
@@ -208,14 +234,22 @@ class Bench:
                 cell("params", f"{row.params / 1e6:.2f} M"),
                 cell("flops", f"{row.flops / 1e9:.2f}"),
                 cell("checkpoint_bytes", f"{row.checkpoint_bytes / 1e6:.1f}"),
-                cell("onnx_bytes", f"{row.onnx_bytes / 1e6:.1f}"),
             ]
-            for key in LATENCIES:
+            if has_onnx:
+                cells.append(cell("onnx_bytes", f"{row.onnx_bytes / 1e6:.1f}") if row.onnx_bytes else "n/a")
+            cells += [
+                cell(f"{k}_bytes", f"{row.exports[k].bytes / 1e6:.1f}") if k in row.exports else "n/a"
+                for k in sized
+            ]
+            for key in self.titles:
                 t = row.latency.get(key)
                 cells.append(cell(key, f"{t.median_ms:.1f}") if t else self.notes.get(key, "n/a"))
             if has_accuracy:
                 acc = row.accuracy or {}
                 cells += [cell(k, f"{acc[k]:.3f}") if k in acc else "n/a" for k in ACCURACY_TITLES]
+            values = row.values()
+            for key in (f"{k}_{m}" for k in scored for m in DEPLOYED_METRICS):
+                cells.append(cell(key, f"{values[key]:.3f}") if values.get(key) is not None else "n/a")
             rows.append(cells)
         lines = _markdown(titles, rows)
         first = self.rows[0].name
@@ -227,11 +261,17 @@ class Bench:
     def plot(self, path: str | os.PathLike[str]) -> Path:
         """Latency (and mAP, when measured) against GFLOPs, one point per model, written atomically."""
         plt = pyplot()
-        series = [("latency, ms (median, batch 1)", {t: self._points(k) for k, t in LATENCIES.items()})]
-        if any(r.accuracy for r in self.rows):
-            series.append(
-                ("accuracy", {t: self._points(k) for k, t in ACCURACY_TITLES.items() if "map" in k})
+        series = [("latency, ms (median, batch 1)", {t: self._points(k) for k, t in self.titles.items()})]
+        accuracy = {t: self._points(k) for k, t in ACCURACY_TITLES.items() if "map" in k}
+        for k in self._exports()[1]:
+            accuracy.update(
+                {
+                    f"{export_title(k)} {ACCURACY_TITLES[m]}": self._points(f"{k}_{m}")
+                    for m in DEPLOYED_METRICS
+                }
             )
+        if any(accuracy.values()):
+            series.append(("accuracy", accuracy))
         fig, axes = plt.subplots(1, len(series), figsize=(5.5 * len(series), 4.5), squeeze=False)
         for ax, (ylabel, lines) in zip(axes[0], series, strict=True):
             for title, points in lines.items():

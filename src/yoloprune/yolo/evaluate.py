@@ -18,17 +18,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import onnxruntime
 import torch
 from torch import nn
 
-from yoloprune.bench.latency import ort_latency, tensorrt_latency
+from yoloprune.bench.latency import latency as timings
 from yoloprune.bench.stats import count_flops, count_params
-from yoloprune.bench.table import Bench, Measurement
+from yoloprune.bench.table import Bench, Export, Measurement
 from yoloprune.errors import YoloPruneError
 from yoloprune.progress import Progress
+from yoloprune.runtimes import Precision, Runtime, Setting, export_title, runtime_of
 from yoloprune.text import plural
-from yoloprune.yolo.check import _first_line, check_imgsz, export_onnx, hyperparameters, num_classes
+from yoloprune.yolo import deploy
+from yoloprune.yolo.check import _first_line, check_imgsz, hyperparameters, num_classes
 from yoloprune.yolo.data import calibration_batches
 from yoloprune.yolo.finetune import Metrics, evaluate
 from yoloprune.yolo.io import load_model, save_checkpoint
@@ -136,16 +137,23 @@ def bench(
     warmup: int = 10,
     batch: int = 16,
     simplify: bool = False,
+    runtime: Runtime | str | None = None,
+    int8: bool = False,
+    threads: int | None = None,
     tensorrt: bool = True,
     progress: bool = True,
 ) -> Bench:
     """Measure each model of `sources` (.pt, safe folder, YAML or module) under the same settings.
 
-    Params and FLOPs at `imgsz`; the float32 checkpoint and the ONNX file Ultralytics exports from it
-    (`simplify` runs onnxslim); batch-1 latency in ONNX Runtime on the CPU with 1 thread and with all
-    cores (every model timed in turn: `warmup` runs, then the median of `runs`); TensorRT FP16 where
-    a GPU and TensorRT exist; and with `data`, accuracy on its val split (`accuracy`). Ratios in the
-    result are against the first model. Progress goes to stderr.
+    Params and FLOPs at `imgsz`, the float32 checkpoint's size, and the batch-1 latency of the file
+    Ultralytics exports for a runtime (every model timed in turn: `warmup` runs, then the median of
+    `runs`). Without `runtime`: ONNX Runtime on the CPU (`simplify` runs onnxslim over the ONNX file)
+    with `threads` threads, or with 1 and with all; TensorRT FP16 where a GPU and TensorRT exist
+    (`tensorrt`); and with `data`, the checkpoint's accuracy on its val split (`accuracy`). With
+    `runtime` ("ort", "openvino" or "tensorrt"): that runtime alone, in its float precision and, with
+    `int8`, in INT8 calibrated on `data` (`deploy.calibration`); with `data`, the accuracy of each
+    exported file, as deployed (`deploy.accuracy`). Ratios are against the first model. Progress goes
+    to stderr.
 
     Example:
         >>> from yoloprune.yolo.api import prune
@@ -157,64 +165,97 @@ def bench(
     if not sources:
         raise YoloPruneError("bench needs at least one model.")
     check_timing(runs, warmup)
+    chosen = deploy.columns(runtime, int8, threads, data, tensorrt)
+    exports = {s.export: s for s in chosen}  # the files to export, each with a setting that runs it
+    source = {s.key: s.export for s in chosen}  # the file each column times
+    if runtime is None:  # one ONNX file; TensorRT builds its FP16 engine from it
+        exports = {ORT_FILE: Setting(Runtime.ORT, Precision.FP32)}
+        source = dict.fromkeys(source, ORT_FILE)
+    scored = data is not None
     loaded = [load_model(s) for s in sources]
-    steps = len(loaded) * (2 if data else 1) + 2 + bool(tensorrt)
-    p = Progress(steps, "bench", enabled=progress)
+    per_model = len(exports) * (1 + (scored and runtime is not None)) + (scored and runtime is None)
+    p = Progress(len(loaded) * per_model + len(chosen), "bench", enabled=progress)
     rows = []
     with tempfile.TemporaryDirectory(prefix="yoloprune-bench-") as work:
-        exported = []
+        files: dict[str, list[Path]] = {k: [] for k in exports}
         for i, item in enumerate(loaded):
-            p.start(f"{item.source}: export to ONNX at {imgsz}x{imgsz}")
             check_imgsz(item.model, imgsz)
             folder = Path(work) / str(i)
             folder.mkdir()
-            checkpoint = save_checkpoint(item.model, folder / "model.pt", source_ckpt=item.ckpt)
-            onnx_file, _ = export_onnx(checkpoint.resolve(), imgsz, simplify)
+            checkpoint = save_checkpoint(item.model, folder / "model.pt", source_ckpt=item.ckpt).resolve()
+            made = {}
+            for key, setting in exports.items():
+                p.start(f"{item.source}: export for {export_title(key)} at {imgsz}x{imgsz}")
+                files[key].append(deploy.export(checkpoint, setting, imgsz, data, simplify))
+                made[key] = Export(_size(files[key][-1]))
+                if scored and runtime is not None:
+                    p.start(f"{item.source}: validate the {export_title(key)} file on {data}")
+                    metrics = deploy.accuracy(files[key][-1], setting, data, imgsz, batch)
+                    made[key] = replace(made[key], accuracy=asdict(metrics))
             acc = None
-            if data is not None:
+            if scored and runtime is None:
                 p.start(f"{item.source}: validate on {data}")
                 acc = asdict(accuracy(checkpoint, data, imgsz, batch))
-            exported.append(onnx_file)
             flops = count_flops(item.model, (torch.zeros(1, 3, imgsz, imgsz),))
-            sizes = checkpoint.stat().st_size, onnx_file.stat().st_size
-            rows.append(Measurement(item.source, count_params(item.model), flops, *sizes, {}, acc))
+            onnx = made[ORT_FILE].bytes if ORT_FILE in made else None
+            size = checkpoint.stat().st_size
+            shown = made if runtime is not None else {}
+            rows.append(Measurement(item.source, count_params(item.model), flops, size, onnx, {}, acc, shown))
         load_before = os.getloadavg()[0]
         latency: dict[str, list] = {}
-        each = f"{plural(len(exported), 'model')} x {plural(runs, 'run')}, in turn"
-        p.start(f"ONNX Runtime, 1 thread: {each}")
-        latency["ort_cpu_1_thread"] = ort_latency(exported, 1, runs, warmup)
-        p.start(f"ONNX Runtime, all threads: {each}")
-        latency["ort_cpu_all_threads"] = ort_latency(exported, None, runs, warmup)
         notes = {}
-        if tensorrt:
-            p.start("TensorRT FP16")
-        trt = tensorrt_latency(exported, runs, warmup) if tensorrt else "n/a (not requested)"
-        if isinstance(trt, str):
-            notes["tensorrt_fp16"] = trt
-            trt = [None] * len(exported)
-        latency["tensorrt_fp16"] = trt
+        each = f"{plural(len(loaded), 'model')} x {plural(runs, 'run')}, in turn"
+        for s in chosen:
+            p.start(f"{s.title}: {each}")
+            timed = timings(s, files[source[s.key]], runs, warmup)
+            if isinstance(timed, str):  # TensorRT cannot run here: the reason instead of timings
+                notes[s.key], timed = timed, [None] * len(loaded)
+            latency[s.key] = timed
         load_after = os.getloadavg()[0]
     p.done()
     measured = tuple(replace(r, latency={k: v[i] for k, v in latency.items()}) for i, r in enumerate(rows))
     cpus = os.cpu_count()
-    export = "onnxslim-simplified" if simplify else "not simplified"
+    versions = deploy.versions({s.runtime for s in chosen}, int8)
+    onnx_export = "onnxslim-simplified" if simplify else "not simplified"
     summary = (
-        f"Batch 1 at {imgsz}x{imgsz}; ONNX Runtime {onnxruntime.__version__} on the CPU ({cpus} logical "
+        f"Batch 1 at {imgsz}x{imgsz}; {', '.join(f'{k} {v}' for k, v in versions.items())} ({cpus} logical "
         f"CPUs, load average {load_before:.2f} before timing, {load_after:.2f} after), median of {runs} runs "
-        f"after {warmup} warm-up runs, models timed in turn; ONNX from Ultralytics' exporter ({export})."
+        f"after {warmup} warm-up runs, models timed in turn; files from Ultralytics' exporter"
     )
-    if data is not None:
-        summary += f" Accuracy: Ultralytics validation on the val split of {data} (box metrics)."
+    summary += f" (ONNX {onnx_export})." if ORT_FILE in exports else "."
+    if Runtime.OPENVINO in {s.runtime for s in chosen}:
+        summary += " OpenVINO runs FP32 arithmetic wherever a model is not quantized."
+    if int8:
+        images = deploy.CALIBRATION_IMAGES
+        summary += f" INT8: calibrated on up to {images} images of {data}'s train split (val if it has none)."
+    if scored:
+        what = "each exported file" if runtime is not None else "the checkpoint"
+        summary += f" Accuracy of {what}: Ultralytics validation on the val split of {data} (box metrics)."
     settings = {
         "imgsz": imgsz,
         "batch": 1,
         "runs": runs,
         "warmup": warmup,
-        "onnxruntime": onnxruntime.__version__,
+        "runtime": None if runtime is None else runtime_of(runtime).value,
+        "int8": int8,
+        "threads": threads,
+        **versions,
         "simplify": simplify,
         "cpus": cpus,
         "load_average": [round(load_before, 2), round(load_after, 2)],
         "data": None if data is None else str(data),
         "summary": summary,
     }
-    return Bench(measured, settings, notes)
+    return Bench(measured, settings, notes, {s.key: s.title for s in chosen})
+
+
+ORT_FILE = Setting(Runtime.ORT, Precision.FP32).export  # the ONNX file
+
+
+def _size(path: Path) -> int:
+    """Bytes of an exported file, or of every file in an exported folder (OpenVINO's .xml and .bin)."""
+    return (
+        path.stat().st_size
+        if path.is_file()
+        else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    )
