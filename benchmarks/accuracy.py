@@ -62,7 +62,8 @@ from yoloprune.pruning.verify import masked_copy
 from yoloprune.yolo.data import make_digits
 from yoloprune.yolo.evaluate import bench
 from yoloprune.yolo.finetune import evaluate, finetune
-from yoloprune.yolo.io import _quiet, load_model, save_checkpoint
+from yoloprune.yolo.io import load_model, save_checkpoint
+from yoloprune.yolo.quiet import quiet
 from yoloprune.yolo.recipe import recipe_from_dict
 from yoloprune.yolo.schedule import CONTINUED, run
 
@@ -135,7 +136,7 @@ def from_scratch(cfg: str, data: Path, epochs: int, folder: Path, s: Setup) -> P
     from ultralytics import YOLO
 
     args = {**train_args(s), "project": str(folder), "name": "train", "exist_ok": True}
-    with _quiet():
+    with quiet():
         YOLO(cfg).train(data=str(data), epochs=epochs, **args)
     return folder / "train" / "weights" / "best.pt"
 

@@ -43,6 +43,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported, he
 os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/yoloprune-bench/ultralytics")
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
 
+from yoloprune.errors import first_line
+
 if TYPE_CHECKING:
     from yoloprune.yolo.api import Analysis
 
@@ -92,8 +94,9 @@ def short_reason(reason: str) -> str:
     return reason if len(reason) <= 160 else reason[:157] + "..."
 
 
-def first_line(error: BaseException, limit: int = 300) -> str:
-    text = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+def short_error(error: BaseException, limit: int = 300) -> str:
+    """The error in one line (`yoloprune.errors.first_line`), cut to `limit` characters."""
+    text = first_line(error)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -103,7 +106,7 @@ def frames(error: BaseException) -> list[str]:
         error = error.__cause__ or error.__context__
     tb = traceback.extract_tb(error.__traceback__)[-4:]
     site = [f"{re.sub(r'.*/(site-packages|src)/', '', f.filename)}:{f.lineno} {f.name}" for f in tb]
-    return [first_line(error), *site]
+    return [short_error(error), *site]
 
 
 def run_one(config: str) -> dict:
@@ -153,7 +156,7 @@ def _analyse_and_prune(source: str) -> dict:
         if not r.ok:
             record.update(stage="checks", error="; ".join(f"{c.name}: {c.detail}" for c in r.failed))
     except Exception as e:
-        record.update(status="fail", error=first_line(e), traceback=frames(e))
+        record.update(status="fail", error=short_error(e), traceback=frames(e))
     return record
 
 

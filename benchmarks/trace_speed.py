@@ -43,6 +43,8 @@ import torch
 from _torch_pruning import magnitude_pruner, split_free
 from torch import nn
 
+from yoloprune.errors import first_line
+
 MODELS = tuple(f"yolov8{s}.yaml" for s in "nsmlx")
 MARKER = "TRACE-SPEED-RESULT "
 TP_INPUT = (1, 3, 640, 640)
@@ -130,7 +132,7 @@ def _error(e: Exception) -> str:
     while tb.tb_next is not None:
         tb = tb.tb_next
     where = f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (at {where})"
+    return f"{first_line(e)} (at {where})"
 
 
 def _attempt(fn: Callable[[], object]) -> str:

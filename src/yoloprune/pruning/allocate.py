@@ -203,7 +203,7 @@ class CostModel:
         return p0 - self.params @ (1 - frac), f0 - self.flops @ (1 - frac)
 
 
-def _lost_table(alloc: Allocator, graph: ChannelGraph, cost: CostModel) -> Callable[[np.ndarray], np.ndarray]:
+def lost_table(alloc: Allocator, graph: ChannelGraph, cost: CostModel) -> Callable[[np.ndarray], np.ndarray]:
     """A function from kept counts per group to channel positions lost per member."""
     index = {m: i for i, m in enumerate(cost.members)}
     tables = []
@@ -258,7 +258,7 @@ def meet_target(
     """Kept counts per group whose params or FLOPs (`metric`) come within 2% of `target` x the
     original, and the report; `measure` gives the real numbers (the estimate is trusted without)."""
     which = 0 if metric is Metric.PARAMS else 1
-    lost = _lost_table(alloc, graph, cost)
+    lost = lost_table(alloc, graph, cost)
     original = cost.base[which]
     goal = target * original
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from yoloprune._meta import meta_copy
+from yoloprune.errors import first_line
 from yoloprune.graph.adapter import PLAIN, ModelAdapter
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.graph.trace import Pin
@@ -26,10 +27,6 @@ from yoloprune.pruning.verify import prune_and_compare
 from yoloprune.text import plural
 
 Check = Callable[[list[Group]], "str | None"]
-
-
-def _first_line(e: Exception) -> str:
-    return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
 @contextlib.contextmanager
@@ -89,14 +86,14 @@ def probe(
                     trial.eval()(*(x.to("meta") if on_meta else x for x in inputs))
             except Exception as e:  # the point of the probe: any failure of the pruned forward pass
                 where = f" in {running[-1]}" if running else ""
-                return f"the forward pass fails{where}: {_first_line(e)}"
+                return f"the forward pass fails{where}: {first_line(e)}"
         return None
 
     def values(groups: list[Group]) -> str | None:
         try:
             _, _, eq = prune_and_compare(model, graph, _removal(groups), inputs, adapter)
         except Exception as e:
-            return _first_line(e)
+            return first_line(e)
         if eq.ok:
             return None
         where = f", first at {eq.first_divergence[0]}" if eq.first_divergence else ""

@@ -30,9 +30,10 @@ from ultralytics.nn.modules import Depth, RTDETRDecoder, SemanticSegment
 from ultralytics.nn.tasks import BaseModel
 from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_KEYS
 
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import YoloPruneError, first_line
 from yoloprune.progress import phase
-from yoloprune.yolo.io import _quiet, model_task, save_checkpoint
+from yoloprune.yolo.io import model_task, save_checkpoint
+from yoloprune.yolo.quiet import quiet
 
 ONNX_TOLERANCE = 1e-3  # max relative difference between ONNX Runtime's and torch's first output
 _TASKS = ("detect", "segment", "pose", "obb", "classify", "semantic", "depth")
@@ -186,7 +187,7 @@ def train_step_check(model: nn.Module, imgsz: int = 64) -> float:
             total.backward()
     except Exception as e:
         raise YoloPruneError(
-            f"The {task} model's train-mode forward and loss failed ({_first_line(e)}), so it cannot be "
+            f"The {task} model's train-mode forward and loss failed ({first_line(e)}), so it cannot be "
             "fine-tuned."
         ) from e
     if not torch.isfinite(total):
@@ -234,7 +235,7 @@ def onnx_check(model: nn.Module, imgsz: int = 64, workdir: Path | None = None) -
             got = session.run(None, {image.name: x.numpy()})[0]
         except Exception as e:
             raise YoloPruneError(
-                f"ONNX Runtime could not run {onnx_file}, the file Ultralytics exported ({_first_line(e)}); "
+                f"ONNX Runtime could not run {onnx_file}, the file Ultralytics exported ({first_line(e)}); "
                 "the export is unusable. Please report this with the model."
             ) from e
         reference = loaded.model.eval()
@@ -286,7 +287,7 @@ def export_onnx(checkpoint: Path, imgsz: int, simplify: bool = False) -> tuple[P
         'best.onnx'
     """
     try:
-        with _quiet():
+        with quiet():
             loaded = YOLO(str(checkpoint))
             onnx_file = loaded.export(
                 format="onnx", imgsz=imgsz, device="cpu", simplify=simplify, verbose=False
@@ -294,12 +295,12 @@ def export_onnx(checkpoint: Path, imgsz: int, simplify: bool = False) -> tuple[P
     except Exception as e:
         if "output model too small" in str(e):  # Ultralytics' sanity check on the file it wrote
             raise YoloPruneError(
-                f"Ultralytics' ONNX export of {checkpoint} refuses its own file ({_first_line(e)}): it "
+                f"Ultralytics' ONNX export of {checkpoint} refuses its own file ({first_line(e)}): it "
                 "takes an ONNX file under 0.1 MB for a corrupt export, so a model this small cannot be "
                 "exported with Ultralytics."
             ) from e
         raise YoloPruneError(
-            f"Ultralytics' ONNX export of {checkpoint} failed ({_first_line(e)}). The export path "
+            f"Ultralytics' ONNX export of {checkpoint} failed ({first_line(e)}). The export path "
             "differs from eval mode: it fuses Conv+BN and runs C2f-style blocks through forward_split, "
             "which splits by `self.c`; a pruned block whose `c` is stale fails there."
         ) from e
@@ -407,8 +408,3 @@ def _first_tensor(output: object) -> torch.Tensor:
     if isinstance(output, dict):
         output = list(output.values())
     return _first_tensor(output[0])
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

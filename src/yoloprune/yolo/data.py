@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from yoloprune.errors import YoloPruneError
-from yoloprune.yolo.io import _quiet
+from yoloprune.yolo.quiet import quiet
 
 VAL_FRACTION = 0.2
 _DIGITS_PER_IMAGE = (2, 5)  # inclusive range
@@ -160,7 +160,7 @@ def calibration_batches(
         >>> b["img"].shape
         torch.Size([8, 3, 160, 160])
     """
-    dataset = _dataset(data_yaml, task, imgsz, batch, split)
+    dataset = yolo_dataset(data_yaml, task, imgsz, batch, split)
     n = min(images, len(dataset))
     picks = np.unique(np.linspace(0, len(dataset) - 1, n).round().astype(int))
     for start in range(0, len(picks), batch):
@@ -169,7 +169,7 @@ def calibration_batches(
         yield out
 
 
-def _dataset(data_yaml: str | os.PathLike[str], task: str, imgsz: int, batch: int, split: str):
+def yolo_dataset(data_yaml: str | os.PathLike[str], task: str, imgsz: int, batch: int, split: str):
     """Ultralytics' YOLODataset for one split of `data_yaml`, with user-actionable errors."""
     from ultralytics.cfg import get_cfg
     from ultralytics.data import build_yolo_dataset
@@ -185,7 +185,7 @@ def _dataset(data_yaml: str | os.PathLike[str], task: str, imgsz: int, batch: in
             "e.g. one made by `yoloprune data digits --out digits` (digits/data.yaml)."
         )
     try:
-        with _quiet():
+        with quiet():
             data = check_det_dataset(str(path), autodownload=False, split=split)
             cfg = get_cfg(DEFAULT_CFG, {"imgsz": imgsz, "task": task, "batch": batch})
             dataset = build_yolo_dataset(cfg, data[split], batch, data, mode="val")

@@ -24,12 +24,12 @@ from torch import nn
 from yoloprune.bench.latency import latency as timings
 from yoloprune.bench.stats import count_flops, count_params
 from yoloprune.bench.table import Bench, Export, Measurement
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import YoloPruneError, first_line
 from yoloprune.progress import Progress
 from yoloprune.runtimes import Precision, Runtime, Setting, export_title, runtime_of
 from yoloprune.text import plural
 from yoloprune.yolo import deploy
-from yoloprune.yolo.check import _first_line, check_imgsz, hyperparameters, num_classes
+from yoloprune.yolo.check import check_imgsz, hyperparameters, num_classes
 from yoloprune.yolo.data import calibration_batches
 from yoloprune.yolo.finetune import Metrics, evaluate
 from yoloprune.yolo.io import load_model, save_checkpoint
@@ -54,7 +54,7 @@ def accuracy(
             raise
         except Exception as e:
             raise YoloPruneError(
-                f"--data {data}: Ultralytics could not validate {model} on it ({_first_line(e)}). Pass an "
+                f"--data {data}: Ultralytics could not validate {model} on it ({first_line(e)}). Pass an "
                 "Ultralytics dataset YAML with a val: split for the model's task; yoloprune never downloads "
                 "datasets."
             ) from e

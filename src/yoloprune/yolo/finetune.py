@@ -39,8 +39,9 @@ from yoloprune.bench.stats import count_params
 from yoloprune.errors import YoloPruneError
 from yoloprune.text import plural
 from yoloprune.yolo.check import num_classes
-from yoloprune.yolo.data import _dataset
-from yoloprune.yolo.io import _quiet, load_model
+from yoloprune.yolo.data import yolo_dataset
+from yoloprune.yolo.io import load_model
+from yoloprune.yolo.quiet import quiet
 from yoloprune.yolo.transfer import class_outputs, rebuild_class_outputs
 
 TASKS = ("detect", "segment", "pose", "obb")
@@ -237,7 +238,7 @@ def check_data(data: str | os.PathLike[str], task: str, model: nn.Module) -> dic
     differs from the model's when its head cannot be given another (`transfer.class_outputs`); return
     the dataset's class names ({index: name})."""
     for split in ("train", "val"):
-        dataset = _dataset(data, task, 64, 1, split)
+        dataset = yolo_dataset(data, task, 64, 1, split)
     names = {int(k): str(v) for k, v in dataset.data["names"].items()}
     if len(names) != num_classes(model):
         try:
@@ -268,7 +269,7 @@ def training_args(
         "task": task,
     }
     try:
-        with _quiet():
+        with quiet():
             get_cfg(DEFAULT_CFG, overrides)
     except (SyntaxError, TypeError, ValueError) as e:
         reason = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(e).split()))
@@ -349,7 +350,7 @@ def finetune(
         cbs["on_pretrain_routine_end"].append(
             Distillation(str(Path(teacher).resolve()), float(distill_weight))
         )
-    with contextlib.nullcontext() if verbose else _quiet():
+    with contextlib.nullcontext() if verbose else quiet():
         trainer = TRAINERS[task](overrides=overrides, _callbacks=cbs)
         trainer.train()
     best = trainer.best if trainer.best.exists() else trainer.last
@@ -395,7 +396,7 @@ def evaluate(
         >>> 0 <= evaluate("best.pt", "digits/data.yaml", imgsz=64).map50_95 <= 1
         True
     """
-    with tempfile.TemporaryDirectory(prefix="yoloprune-val-") as tmp, _quiet():
+    with tempfile.TemporaryDirectory(prefix="yoloprune-val-") as tmp, quiet():
         results = YOLO(str(Path(checkpoint).resolve())).val(
             data=str(data),
             imgsz=imgsz,

@@ -8,17 +8,14 @@ ultralytics and numpy installed could not unpickle.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import functools
 import json
-import logging
 import os
 import pickle
 import re
 import sys
 import types
-from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,14 +41,15 @@ from ultralytics.nn.modules import (
     YOLOESegment,
 )
 from ultralytics.nn.tasks import BaseModel, load_checkpoint
-from ultralytics.utils import LOGGER, YAML
+from ultralytics.utils import YAML
 from ultralytics.utils.checks import check_yolov5u_filename
 from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
 from ultralytics.utils.patches import torch_load
 
 from yoloprune._atomic import atomic_write
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import YoloPruneError, first_line
 from yoloprune.progress import phase
+from yoloprune.yolo.quiet import quiet
 
 CFG_DIR = Path(ultralytics.__file__).parent / "cfg" / "models"
 # Ultralytics' naming rule: "yolov8s.yaml" is "yolov8.yaml" built at scale "s".
@@ -274,17 +272,6 @@ def _loaded(model: nn.Module, source: str, ckpt: dict[str, Any] | None) -> Loade
     return Loaded(model=model, source=source, task=model_task(model), ckpt=ckpt)
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Hide Ultralytics' info logging (model summaries) but keep its warnings."""
-    level = LOGGER.level
-    LOGGER.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        LOGGER.setLevel(level)
-
-
 def _load_checkpoint_file(path: Path) -> Loaded:
     if not path.exists():
         yaml_name = path.with_suffix(".yaml").name
@@ -301,7 +288,7 @@ def _load_checkpoint_file(path: Path) -> Loaded:
     # Ultralytics deletes the file and downloads it again.
     resolved = path.resolve()
     try:
-        with _quiet():
+        with quiet():
             model, ckpt = load_checkpoint(str(resolved))
     except Exception as e:
         raise YoloPruneError(_why_unloadable(path, e)) from e
@@ -327,7 +314,6 @@ def _why_unloadable(path: Path, error: Exception) -> str:
     try:  # under ULTRALYTICS_SAFE_LOAD, Ultralytics refused to unpickle code: so must this re-read
         obj = torch_load(path, map_location="cpu", weights_only=bool(tasks.SAFE_LOAD))
     except Exception as e:
-        detail = str(e).splitlines()[0] if str(e) else ""
         refused = re.search(r"unsupported GLOBAL (\S+)", str(e))
         if tasks.SAFE_LOAD and refused:
             return (
@@ -337,7 +323,7 @@ def _why_unloadable(path: Path, error: Exception) -> str:
             )
         return (
             f"Checkpoint {path} is not a readable PyTorch checkpoint: the file is empty, truncated, "
-            f"corrupted or not a torch file ({type(e).__name__}: {detail}). Copy or export it again."
+            f"corrupted or not a torch file ({first_line(e)}). Copy or export it again."
         )
     if isinstance(obj, dict) and any(isinstance(obj.get(k), nn.Module) for k in ("ema", "model")):
         return (
@@ -374,7 +360,7 @@ def _build_from_yaml(text: str) -> Loaded:
         raise YoloPruneError(_yaml_not_found(text))
     # Ultralytics' CLI picks RT-DETR by file name too: YOLO() cannot build an RTDETRDecoder head.
     try:  # seeded: the same YAML always builds the same weights, so a YAML original can be verified
-        with _quiet(), torch.random.fork_rng():
+        with quiet(), torch.random.fork_rng():
             torch.manual_seed(0)
             wrapper = RTDETR(text) if "rtdetr" in path.stem else YOLO(text, verbose=False)
     except Exception as e:

@@ -39,9 +39,9 @@ from ultralytics.nn.modules import Conv
 
 from yoloprune._atomic import atomic_write_dir
 from yoloprune._layers import implied_widths, width_attributes
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import YoloPruneError, first_line
 from yoloprune.yolo.adapter import ULTRALYTICS
-from yoloprune.yolo.io import _quiet
+from yoloprune.yolo.quiet import quiet
 
 FORMAT, VERSION = "yoloprune-safe", 1
 ARCHITECTURE, WEIGHTS = "architecture.yaml", "weights.safetensors"
@@ -175,14 +175,10 @@ def read_safe(path: str | os.PathLike[str]) -> SafeModel:
             model(*ULTRALYTICS.example_inputs(model))
     except Exception as e:
         raise YoloPruneError(
-            f"{path}: the rebuilt model does not run ({type(e).__name__}: {_first_line(e)}): {ARCHITECTURE} "
+            f"{path}: the rebuilt model does not run ({first_line(e)}): {ARCHITECTURE} "
             "and the weights do not describe a working model. Was the folder edited? Save it again."
         ) from e
     return SafeModel(model, dict(doc.get("train_args") or {}), doc.get("yoloprune"))
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).splitlines() or [""])[0]
 
 
 def _bad(path: Path, what: str) -> YoloPruneError:
@@ -201,7 +197,7 @@ def _read_architecture(path: Path) -> dict[str, Any]:
     try:
         doc = yaml.safe_load((path / ARCHITECTURE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise _bad(path, f"it cannot be read as YAML ({type(e).__name__}: {_first_line(e)})") from e
+        raise _bad(path, f"it cannot be read as YAML ({first_line(e)})") from e
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise _bad(path, f"it has no 'format: {FORMAT}' entry")
     if doc.get("version") != VERSION:
@@ -233,10 +229,10 @@ def _build(path: Path, doc: dict[str, Any]) -> nn.Module:
     if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
         raise _bad(path, f"model_yaml channels {channels!r} is not a positive integer")
     try:
-        with _quiet(), _default_activation(act), torch.random.fork_rng():
+        with quiet(), _default_activation(act), torch.random.fork_rng():
             model = cls(cfg=cfg, ch=channels, nc=None, verbose=False)
     except Exception as e:
-        raise _bad(path, f"model_yaml does not build ({type(e).__name__}: {_first_line(e)})") from e
+        raise _bad(path, f"model_yaml does not build ({first_line(e)})") from e
     model.yaml = deepcopy(doc["model_yaml"])  # as recorded, activation included
     return model
 
@@ -324,7 +320,7 @@ def _load_weights(path: Path, model: nn.Module, doc: dict[str, Any]) -> None:
         tensors = load_file(str(file))
     except (OSError, SafetensorError) as e:
         raise YoloPruneError(
-            f"Cannot read the weights {file}: {type(e).__name__}: {_first_line(e)}. The file is missing, "
+            f"Cannot read the weights {file}: {first_line(e)}. The file is missing, "
             "truncated or not a safetensors file; save the model again."
         ) from e
     state = model.state_dict()
