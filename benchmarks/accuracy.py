@@ -53,7 +53,7 @@ import torch
 from _results import RESULTS, write_results
 from _torch_pruning import magnitude_pruner, merge_back, split_free
 
-from yoloprune import prune
+from yoloprune import PruneOptions, prune
 from yoloprune._atomic import atomic_write
 from yoloprune.bench.stats import count_flops
 from yoloprune.bench.table import pyplot, save_figure
@@ -215,10 +215,11 @@ def run_torch_pruning(
 def run_masked(parent: Path, data: Path, target: float, folder: Path, s: Setup) -> Path:
     """The parent with a one-shot yoloprune plan's channels zeroed, not removed."""
     v = VARIANTS["yoloprune"]
-    result = prune(
-        str(parent), target_flops=target, importance=v.importance, allocation=v.allocation, round_to=ROUND_TO,
-        data=data, calib_imgsz=s.imgsz,
+    options = PruneOptions(
+        target_flops=target, importance=v.importance, allocation=v.allocation, round_to=ROUND_TO,
+        calib_imgsz=s.imgsz,
     )  # fmt: skip
+    result = prune(str(parent), options, data=data)
     masked = masked_copy(result.original, result.analysis.graph, result.plan.removed)
     return save_checkpoint(masked, folder / "masked.pt", source_ckpt=result.analysis.ckpt)
 

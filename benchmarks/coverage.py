@@ -124,7 +124,7 @@ def run_one(config: str) -> dict:
 def _analyse_and_prune(source: str) -> dict:
     import torch
 
-    from yoloprune.yolo.api import analyze, prune
+    from yoloprune.yolo.api import PruneOptions, analyze, prune
 
     torch.manual_seed(0)  # the YAML's random init, so reruns see the same model
     record: dict = {"stage": "analyze"}
@@ -142,7 +142,8 @@ def _analyse_and_prune(source: str) -> dict:
             pin_examples=examples,  # one full reason, with its site, per short reason
             stage="prune",
         )
-        r = prune(source, 0.5, importance="random", analysis=a)  # the default checks, ONNX included
+        options = PruneOptions(0.5, importance="random")
+        r = prune(source, options, analysis=a)  # the default checks, ONNX included
         record.update(
             params=list(r.params),
             flops=list(r.flops),

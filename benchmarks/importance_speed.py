@@ -44,7 +44,7 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
 def bench(repeats: int) -> dict:
     from yoloprune.importance import CRITERIA, Aggregation, Context, Ranking
     from yoloprune.importance.base import NEEDS
-    from yoloprune.pruning.allocate import Allocator, CostModel, lost_table, measurer
+    from yoloprune.pruning.allocate import Allocator, CostModel, Limits, lost_table, measurer
     from yoloprune.pruning.options import PruneOptions
     from yoloprune.pruning.plan import choose, select_groups
     from yoloprune.yolo.adapter import ULTRALYTICS
@@ -66,9 +66,9 @@ def bench(repeats: int) -> dict:
     x = (torch.zeros(1, 3, 640, 640),)
     cost = CostModel.build(a.model, a.graph, x)
     ctx = Context(a.model, a.graph)
-    alloc = Allocator([(g, Ranking(CRITERIA["l1"](ctx, g))) for g in groups], PruneOptions().limits, True)
+    alloc = Allocator([(g, Ranking(CRITERIA["l1"](ctx, g))) for g in groups], Limits.of(PruneOptions()), True)
     lost = lost_table(alloc, a.graph, cost)
-    options = PruneOptions(None, target_flops=0.5, allocation="global")
+    options = PruneOptions(target_flops=0.5, allocation="global")
     measure = measurer(a.model, a.graph, x, ULTRALYTICS)
 
     def target_plan() -> object:

@@ -3,7 +3,7 @@
 goal), and with `round_to="auto"` (this machine's channel block: 16 with AVX-512F, else 8).
 
 Scope: yolov8s is built from its YAML (untrained: latency does not depend on the values) and analysed
-once; each variant is `prune(target_flops=T, allocation="global", round_to=R)` (l1 ranking). All ten
+once; each variant is `PruneOptions(target_flops=T, allocation="global", round_to=R)` (l1 ranking). All ten
 models go through `yoloprune.yolo.evaluate.bench` together: Ultralytics' ONNX export (not simplified),
 ONNX Runtime on the CPU at batch 1, 1 thread and all threads, every model timed in turn (so load changes
 hit them alike), median of `--runs` after `--warmup`. For each pruned model:
@@ -73,7 +73,7 @@ def padding(model: nn.Module, imgsz: int, block: int) -> float:
 
 def measure(runs: int, warmup: int) -> dict:
     from yoloprune._hardware import channel_multiple
-    from yoloprune.yolo.api import analyze, prune
+    from yoloprune.yolo.api import PruneOptions, analyze, prune
     from yoloprune.yolo.evaluate import bench
 
     start = time.perf_counter()
@@ -84,7 +84,8 @@ def measure(runs: int, warmup: int) -> dict:
         paths = [MODEL]
         for round_to in ROUND_TO:
             for keep in KEEP:
-                r = prune(MODEL, target_flops=keep, allocation="global", round_to=round_to, analysis=a)
+                options = PruneOptions(target_flops=keep, allocation="global", round_to=round_to)
+                r = prune(MODEL, options, analysis=a)
                 path = Path(work) / f"keep{keep}_round{round_to}.pt"
                 r.save(path)
                 paths.append(str(path))
@@ -136,7 +137,8 @@ def markdown(doc: dict) -> str:
         f"{doc['model']} at {doc['imgsz']}x{doc['imgsz']}, batch 1: {base['flops'] / 1e9:.2f} GFLOPs, "
         f"{base['ort_cpu_1_thread']:.1f} ms on 1 thread, {base['ort_cpu_all_threads']:.1f} ms on all "
         "threads. "
-        "Pruned with `prune(target_flops=T, allocation='global', round_to=R)`; realised = speed-up / FLOPs "
+        "Pruned with `PruneOptions(target_flops=T, allocation='global', round_to=R)`; realised = speed-up / "
+        "FLOPs "
         f"reduction (goal >= {doc['goal']}); padding = conv work with widths padded to the channel block "
         f"({doc['channel_block']}), as ONNX Runtime's NCHWc layout runs them, over the model's own.",
         "",

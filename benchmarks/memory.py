@@ -62,7 +62,7 @@ def slope(ys: list[float], skip: int = 5) -> float:
 def measure_peak(config: str) -> dict:
     import torch
 
-    from yoloprune.yolo.api import analyze, prune
+    from yoloprune.yolo.api import PruneOptions, analyze, prune
     from yoloprune.yolo.io import load_model
 
     imports = rss_mb()  # torch alone is ~650 MB of this
@@ -71,7 +71,7 @@ def measure_peak(config: str) -> dict:
     built = peak_rss_mb()
     a = analyze(model)
     analyzed = peak_rss_mb()
-    r = prune(model, 0.5, analysis=a)
+    r = prune(model, PruneOptions(0.5), analysis=a)
     return {
         "model": config,
         "params": sum(p.numel() for p in model.parameters()),
@@ -87,14 +87,14 @@ def measure_peak(config: str) -> dict:
 
 
 def measure_cycles(config: str, cycles: int, iterative: bool) -> dict:
-    from yoloprune.yolo.api import analyze, prune
+    from yoloprune.yolo.api import PruneOptions, analyze, prune
     from yoloprune.yolo.io import load_model
 
     model = load_model(config).model
     rss, seconds, params = [rss_mb()], [], []
     for _ in range(cycles):
         start = time.perf_counter()
-        result = prune(model, 0.05 if iterative else 0.5, analysis=analyze(model))
+        result = prune(model, PruneOptions(0.05 if iterative else 0.5), analysis=analyze(model))
         assert result.equivalence.ok and result.structural.ok
         params.append(result.params[1])
         if iterative:

@@ -100,7 +100,7 @@ def yoloprune_ops(model: nn.Module) -> tuple[dict[str, Op], Callable[[], dict]]:
     a = analyze(model)
 
     def step(pruned: nn.Module) -> None:
-        plan = choose(a.graph, a.model, select_groups(a.graph, None), PruneOptions(0.5, "l2"))
+        plan = choose(a.graph, a.model, select_groups(a.graph, None), PruneOptions(0.5, importance="l2"))
         apply_plan(pruned, a.graph, plan.removed)
         ULTRALYTICS.fix_attributes(pruned)
 
@@ -110,12 +110,12 @@ def yoloprune_ops(model: nn.Module) -> tuple[dict[str, Op], Callable[[], dict]]:
             _none,
         ),
         "analyze": (lambda _: analyze(model), _none),
-        "prune": (lambda _: prune(model, 0.5, importance="l2", analysis=a), _none),
+        "prune": (lambda _: prune(model, PruneOptions(0.5, importance="l2"), analysis=a), _none),
         "step": (step, lambda: copy.deepcopy(model)),
     }
 
     def info() -> dict:
-        result = prune(model, 0.5, importance="l2", analysis=a)
+        result = prune(model, PruneOptions(0.5, importance="l2"), analysis=a)
         return {
             "input": list(inputs[0].shape),
             "groups": len(a.graph.groups),

@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from yoloprune.cli import main
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.graph.groups import build_groups
 from yoloprune.graph.trace import trace
 from yoloprune.importance import CRITERIA, Context, Evidence
 from yoloprune.importance.activation import ACTIVATION_CRITERIA, cluster, separability
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.yolo.api import analyze, prune
 from yoloprune.yolo.data import make_digits
 
@@ -90,8 +91,9 @@ def test_act_keeps_one_channel_per_behaviour(toy, name):
 
 def test_act_refuses_without_data_or_with_one_class(toy):
     net, graph, group, evidence = toy
-    with pytest.raises(YoloPruneError, match="--data"):
+    with pytest.raises(OptionError, match="pass data") as e:  # the engine names the field
         CRITERIA["act-medoid"](Context(net, graph), group)
+    assert e.value.fields == ("importance", "data")
     x, _ = evidence.samples["0"]
     one_class = Evidence(samples={"0": (x, np.zeros(len(x), dtype=int))})
     with pytest.raises(YoloPruneError, match="only 1 class"):
@@ -110,25 +112,38 @@ def v8n():
 
 def test_act_prunes_yolov8n_end_to_end(digits, v8n):
     r = prune(
-        None, "auto", importance="act-maxgamma", blocks=[1, 2], data=digits, calib_imgsz=64, analysis=v8n
+        None,
+        PruneOptions("auto", importance="act-maxgamma", blocks=[1, 2], calib_imgsz=64),
+        data=digits,
+        analysis=v8n,
     )
     assert r.equivalence.ok and r.structural.ok
     assert len(r.plan.convs) > 0 and r.params[1] < r.params[0]
-    capped = prune(None, 0.25, importance="act-medoid", blocks=[1], data=digits, calib_imgsz=64, analysis=v8n)
+    capped = prune(
+        None,
+        PruneOptions(0.25, importance="act-medoid", blocks=[1], calib_imgsz=64),
+        data=digits,
+        analysis=v8n,
+    )
     assert capped.widths["model.1.conv.out"] == (32, 24)
 
 
 def test_data_criteria_need_data_and_others_refuse_it(v8n, digits):
-    with pytest.raises(YoloPruneError, match="pass --data"):
-        prune(None, "auto", importance="act-medoid", blocks=[1], analysis=v8n)
+    with pytest.raises(YoloPruneError, match="pass data"):
+        prune(None, PruneOptions("auto", importance="act-medoid", blocks=[1]), analysis=v8n)
     with pytest.raises(YoloPruneError, match="only read by the data-driven"):
-        prune(None, 0.5, importance="l1", blocks=[1], data=digits, analysis=v8n)
+        prune(None, PruneOptions(0.5, importance="l1", blocks=[1]), data=digits, analysis=v8n)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ACTIVATION_CRITERIA)
 def test_act_auto_on_every_group(digits, v8n, name):
-    r = prune(None, "auto", importance=name, data=digits, calib_images=16, calib_imgsz=64, analysis=v8n)
+    r = prune(
+        None,
+        PruneOptions("auto", importance=name, calib_images=16, calib_imgsz=64),
+        data=digits,
+        analysis=v8n,
+    )
     assert r.equivalence.ok and r.structural.ok and r.flops[1] < r.flops[0]
 
 

@@ -18,7 +18,7 @@ from yoloprune.graph.groups import Group
 from yoloprune.importance import Ranking
 from yoloprune.pruning.allocate import Allocator, Limits, measurer
 from yoloprune.pruning.options import PruneOptions
-from yoloprune.pruning.plan import choose, recorded_options, select_groups
+from yoloprune.pruning.plan import choose, plan_options, select_groups
 from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import analyze, prune
 from yoloprune.yolo.io import load_model
@@ -66,15 +66,15 @@ def test_global_ratio_removes_that_fraction_of_all_channels():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"ratio": 0.5, "target_flops": 0.5}, "exactly one of --ratio, --target-flops"),
-        ({"ratio": None}, "exactly one of"),
-        ({"ratio": None, "target_flops": 1.5}, "--target-flops 1.5 is outside (0, 1]"),
-        ({"ratio": 0.95}, "pass --max-ratio 0.95 as well"),
-        ({"max_ratio": 0.0}, "--max-ratio 0.0 is outside (0, 1]"),
-        ({"min_channels": 0}, "--min-channels must be at least 1"),
-        ({"allocation": "globl"}, "unknown allocation 'globl'; choose one of local, global"),
-        ({"aggregation": "max"}, "unknown aggregation 'max'; choose one of mean, sum"),
-        ({"ratio": "auto", "allocation": "global"}, "cannot be combined with --global"),
+        ({"ratio": 0.5, "target_flops": 0.5}, "give one of ratio, target_flops and target_params, not ratio"),
+        ({"target_flops": 0.5, "target_params": 0.5}, "not target_flops and target_params"),
+        ({"target_flops": 1.5}, "target_flops=1.5 is outside (0, 1]"),
+        ({"ratio": 0.95}, "pass max_ratio=0.95 as well"),
+        ({"max_ratio": 0.0}, "max_ratio=0.0 is outside (0, 1]"),
+        ({"min_channels": 0}, "min_channels=0 must be 1 or more"),
+        ({"allocation": "globl"}, "unknown allocation='globl'; choose one of local, global"),
+        ({"aggregation": "max"}, "unknown aggregation='max'; choose one of mean, sum"),
+        ({"ratio": "auto", "allocation": "global"}, "cannot be combined with allocation='global'"),
     ],
 )
 def test_options_refuse_bad_values(kwargs, message):
@@ -84,7 +84,7 @@ def test_options_refuse_bad_values(kwargs, message):
 
 def test_old_plans_record_no_new_options():
     old = json.dumps({"version": 1, "options": {"ratio": 0.5, "importance": "l2", "round_to": 1, "seed": 0}})
-    assert PruneOptions(**recorded_options(old)) == PruneOptions(0.5, "l2")
+    assert plan_options(old) == PruneOptions(0.5, importance="l2")
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def assert_flops_target(r, target: float) -> None:
 
 @pytest.mark.parametrize("allocation", ["global", "local"])
 def test_flops_target_on_yolov8n(v8n, allocation):
-    r = prune(None, target_flops=0.5, allocation=allocation, analysis=v8n)
+    r = prune(None, PruneOptions(target_flops=0.5, allocation=allocation), analysis=v8n)
     assert_flops_target(r, 0.5)
     assert r.equivalence.ok and r.structural.ok
 
@@ -121,7 +121,7 @@ def test_flops_target_on_yolov8n(v8n, allocation):
     ],
 )
 def test_flops_target_on_yolov8s(target, allocation, round_to):
-    r = prune("yolov8s.yaml", target_flops=target, allocation=allocation, round_to=round_to)
+    r = prune("yolov8s.yaml", PruneOptions(target_flops=target, allocation=allocation, round_to=round_to))
     assert_flops_target(r, target)
     assert all(kept % round_to == 0 or kept == size for size, kept in kept_per_group(r))
 
@@ -129,12 +129,14 @@ def test_flops_target_on_yolov8s(target, allocation, round_to):
 def test_params_target_with_limits_and_rounding(v8n):
     r = prune(
         None,
-        target_params=0.4,
-        allocation="global",
-        importance="fpgm",
-        max_ratio=0.7,
-        min_channels=12,
-        round_to=8,
+        PruneOptions(
+            target_params=0.4,
+            allocation="global",
+            importance="fpgm",
+            max_ratio=0.7,
+            min_channels=12,
+            round_to=8,
+        ),
         analysis=v8n,
     )
     reached = r.params[1] / r.params[0]
@@ -155,14 +157,14 @@ def test_target_corrects_for_costs_the_estimate_cannot_scale(v8n):
         params, flops = real(removed)
         return params, int(flops + extra)
 
-    options = PruneOptions(None, target_flops=0.5, allocation="global")
+    options = PruneOptions(target_flops=0.5, allocation="global")
     plan = choose(v8n.graph, v8n.model, select_groups(v8n.graph, None), options, inputs=x, measure=measure)
     assert abs(plan.budget.reached - 0.5) <= 0.01 and plan.budget.estimate == pytest.approx(0.4, abs=0.01)
 
 
 def test_unreachable_target_says_the_lowest_reachable(v8n):
     with pytest.raises(YoloPruneError, match=r"cannot be reached.*leaves 0\.\d+ of the original flops"):
-        prune(None, target_flops=0.2, allocation="global", max_ratio=0.3, analysis=v8n)
+        prune(None, PruneOptions(target_flops=0.2, allocation="global", max_ratio=0.3), analysis=v8n)
 
 
 def test_dry_run_prints_every_block_and_writes_nothing(tmp_path, capsys):

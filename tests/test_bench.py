@@ -13,6 +13,7 @@ from yoloprune.bench.latency import Timing, round_robin, tensorrt_latency
 from yoloprune.bench.table import Bench, Measurement
 from yoloprune.cli import main
 from yoloprune.progress import Progress
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.yolo.api import excited_copy, prune
 from yoloprune.yolo.data import make_digits
 from yoloprune.yolo.evaluate import ValLoss
@@ -31,7 +32,7 @@ def benched(tmp_path_factory, digits):
     """yolov8n and its 50%-FLOPs prune through `yoloprune bench --data`, tiny: 64x64, 3 timed runs."""
     d = tmp_path_factory.mktemp("bench")
     original = save_checkpoint(excited_copy(load_model("yolov8n.yaml").model), d / "yolov8n.pt")
-    prune(original, target_flops=0.5, allocation="global").save(d / "half.pt")
+    prune(original, PruneOptions(target_flops=0.5, allocation="global")).save(d / "half.pt")
     files = {"md": d / "bench.md", "json": d / "bench.json", "plot": d / "bench.png"}
     argv = ["bench", str(original), str(d / "half.pt"), "--imgsz", "64", "--runs", "3", "--warmup", "1"]
     argv += ["--data", str(digits), "--batch", "2"]

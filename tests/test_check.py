@@ -13,6 +13,7 @@ from torch import nn
 from ultralytics.nn.modules.block import C2f
 
 from yoloprune.errors import YoloPruneError
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.yolo.api import PruneResult, prune
 from yoloprune.yolo.check import ONNX_TOLERANCE, onnx_check, train_step_check
 from yoloprune.yolo.io import load_model
@@ -20,7 +21,7 @@ from yoloprune.yolo.io import load_model
 
 @pytest.fixture(scope="module")
 def pruned() -> PruneResult:
-    return prune("yolov8n.yaml", 0.5)
+    return prune("yolov8n.yaml", PruneOptions(0.5))
 
 
 def _model(yaml: str) -> nn.Module:
@@ -150,7 +151,7 @@ def test_onnx_export_agrees_with_torch_for_every_task(yaml: str) -> None:
 @pytest.mark.parametrize("yaml", ["yolo26n-seg.yaml", "yolo26n-pose.yaml"])
 def test_pruned_yolo26_seg_and_pose_train(yaml: str) -> None:
     """Training-only branches (Proto26.semseg, Pose26.cv4_sigma) are found by the train-mode trace."""
-    assert train_step_check(prune(yaml, 0.5).model) > 0
+    assert train_step_check(prune(yaml, PruneOptions(0.5)).model) > 0
 
 
 def test_train_step_works_on_checkpoints_saved_with_gradients_off() -> None:

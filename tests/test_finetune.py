@@ -23,6 +23,7 @@ from ultralytics.utils.patches import torch_load
 from yoloprune.bench.stats import count_params
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.yolo.api import prune
 from yoloprune.yolo.finetune import (
     Distillation,
@@ -42,7 +43,7 @@ def setup(tmp_path_factory) -> dict:
     """The tiny baseline, and that baseline with every prunable group halved."""
     d = tmp_path_factory.mktemp("finetune")
     baseline, data = train_baseline(d)
-    result = prune(str(baseline), 0.5)
+    result = prune(str(baseline), PruneOptions(0.5))
     pruned = result.save(d / "pruned.pt")
     return {"dir": d, "baseline": baseline, "data": data, "pruned": pruned, "model": result.model}
 
@@ -143,7 +144,7 @@ def test_finetune_on_a_dataset_with_other_classes_rebuilds_only_the_class_output
 )
 def test_pruned_segment_and_pose_models_transfer_to_other_classes(setup, tmp_path, task, yaml, was) -> None:
     data = relabelled(setup["data"], tmp_path / task, task)
-    result = prune(yaml, 0.5)
+    result = prune(yaml, PruneOptions(0.5))
     lines: list[str] = []
     ft = finetune(
         result.save(tmp_path / "pruned.pt"),

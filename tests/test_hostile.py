@@ -28,6 +28,7 @@ from strategies import FAST
 
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.yolo.api import Analysis, analyze, excited_copy, prune
 from yoloprune.yolo.io import load_model, save_checkpoint
 
@@ -58,7 +59,7 @@ def inputs():
     (folder / "tiny.yaml").write_text(TINY)
     save_checkpoint(excited_copy(load_model(folder / "tiny.yaml").model), folder / "tiny.pt")
     a = analyze(folder / "tiny.pt")
-    (folder / "plan.json").write_text(prune(None, 0.5, analysis=a).plan_json())
+    (folder / "plan.json").write_text(prune(None, PruneOptions(0.5), analysis=a).plan_json())
     yield Inputs(folder, a)
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -268,7 +269,7 @@ def test_broken_plans_are_refused(kind, inputs, out, capsys):
 def test_a_plan_for_another_model_is_refused_even_without_its_fingerprint(inputs, out, capsys):
     doc = json.loads((inputs.folder / "plan.json").read_text())
     doc.pop("fingerprint")
-    other = prune("yolov8n.yaml", 0.5, blocks=[1]).plan_json()
+    other = prune("yolov8n.yaml", PruneOptions(0.5, blocks=[1])).plan_json()
     with pytest.raises(YoloPruneError, match="different model"):
         prune(None, plan=other, analysis=inputs.analysis)
     doc["convs"] = {k: {**v, "out_before": v["out_before"] * 2} for k, v in doc["convs"].items()}
@@ -310,7 +311,7 @@ def test_fuzzed_plans_replay_or_fail_clearly(inputs, data):
 @pytest.mark.parametrize("ratio", [float("nan"), float("inf"), -0.1, 1.0, 1.5, 1e300, "abc", "", True])
 def test_absurd_ratios_are_refused_by_the_api(ratio, inputs):
     with pytest.raises(YoloPruneError, match="ratio"):
-        prune(None, ratio, analysis=inputs.analysis)
+        prune(None, PruneOptions(ratio), analysis=inputs.analysis)
 
 
 @pytest.mark.parametrize(
@@ -362,7 +363,7 @@ def test_read_only_output_folder(fmt, inputs, out, capsys):
             prune_argv(inputs.folder / "tiny.pt", out, "--ratio", "0.5", fmt=fmt), out, capsys
         )
     assert f"directory {out} is not writable; choose another folder" in err  # checked before pruning
-    r = prune(None, 0.5, analysis=inputs.analysis)
+    r = prune(None, PruneOptions(0.5), analysis=inputs.analysis)
     with read_only(out), pytest.raises(YoloPruneError, match=r"Permission denied|not writable"):
         r.save(out / f"pruned.{fmt}", format=fmt)
     assert os.listdir(out) == []
@@ -408,7 +409,7 @@ def test_an_interrupted_write_leaves_no_temporary_file(inputs, out, monkeypatch)
         Path(f).write_bytes(b"partial")
         raise KeyboardInterrupt
 
-    r = prune(None, 0.5, analysis=inputs.analysis)  # its ONNX check saves a checkpoint too
+    r = prune(None, PruneOptions(0.5), analysis=inputs.analysis)  # its ONNX check saves a checkpoint too
     monkeypatch.setattr(torch.serialization, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         r.save(out / "pruned.pt")

@@ -335,5 +335,5 @@ def test_unknown_op_in_a_yaml_model_is_explained_to_the_user(tmp_path, capsys):
     assert not group["prunable"] and reason in [p["reason"] for p in group["pinned_by"]]
     assert main(["analyze", str(path), "--blocks", "0"]) == 0
     assert reason in capsys.readouterr().out
-    r = prune(None, 0.5, analysis=analyze(Path(path)))
+    r = prune(None, PruneOptions(0.5), analysis=analyze(Path(path)))
     assert r.model.model[0].conv.out_channels == 16 and r.model.model[2].conv.out_channels == 8

@@ -61,10 +61,10 @@ def test_every_shipped_config_reports_the_groups_prune_leaves(config, tmp_path):
 
 def test_prune_leaves_exactly_the_pinned_groups(tmp_path):
     a = analysis("yolo12n.yaml", tmp_path)
-    r = prune(a.source, 0.5, analysis=a)
+    r = prune(a.source, PruneOptions(0.5), analysis=a)
     assert untouched(a, r.plan) == {g.id for g in a.pinned()} and len(a.pinned()) == 27
     scope = ("model.6",)
-    r = prune(a.source, 0.5, blocks=[6], analysis=a)
+    r = prune(a.source, PruneOptions(0.5, blocks=[6]), analysis=a)
     in_block = {g.id for g in select_groups(a.graph, scope)}
     assert untouched(a, r.plan) & in_block == {g.id for g in a.pinned(scope)}
     assert {g["id"] for g in json.loads(report.to_json(report.analysis_report(a, [6])))["pinned"]} == {

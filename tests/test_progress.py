@@ -14,6 +14,7 @@ import yoloprune
 from yoloprune import progress
 from yoloprune.cli import main
 from yoloprune.progress import phase, reporting
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.yolo.api import analyze, prune, verify
 from yoloprune.yolo.check import onnx_check, train_step_check
 from yoloprune.yolo.data import make_digits
@@ -127,11 +128,13 @@ def digits(tmp_path_factory):
 
 def test_every_slow_phase_of_prune_verify_and_the_checks_reports(digits, tmp_path):
     out = io.StringIO()
-    calibration = {"data": digits, "calib_images": 8, "calib_imgsz": 64}
+    calibration = {"calib_images": 8, "calib_imgsz": 64}
+    act_options = PruneOptions("auto", importance="act-maxweight", blocks=[1, 2], **calibration)
+    taylor_options = PruneOptions(importance="taylor", target_flops=0.95, **calibration)
     with reporting(out, delay=0):
         a = analyze("yolov8n.yaml")
-        act = prune(None, "auto", importance="act-maxweight", blocks=[1, 2], analysis=a, **calibration)
-        taylor = prune(None, importance="taylor", target_flops=0.95, analysis=a, **calibration)
+        act = prune(None, act_options, data=digits, analysis=a)
+        taylor = prune(None, taylor_options, data=digits, analysis=a)
         train_step_check(taylor.model)
         onnx_check(act.model)
         act.save(tmp_path / "act.pt")

@@ -14,6 +14,7 @@ from torch import nn
 
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.yolo import check
 from yoloprune.yolo.api import PruneResult, analyze, check_outputs, excited_copy, prune, verify
 from yoloprune.yolo.check import ORIGINAL_FACTOR, ChecksFailed, export_checks
@@ -31,7 +32,7 @@ def tiny(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def result(tiny) -> PruneResult:
-    return prune(tiny, 0.5)
+    return prune(tiny, PruneOptions(0.5))
 
 
 def _by_size(monkeypatch, name: str, original: float | str, pruned: float | str, big: int) -> None:
@@ -106,13 +107,13 @@ def test_prune_records_every_check(result) -> None:
 
 
 def test_the_onnx_check_can_be_left_out(tiny) -> None:
-    assert [c.name for c in prune(tiny, 0.5, check_onnx=False).checks][-1] == "train step"
+    assert [c.name for c in prune(tiny, PruneOptions(0.5), check_onnx=False).checks][-1] == "train step"
 
 
 def test_save_refuses_a_failed_check_and_writes_nothing(tiny, tmp_path, monkeypatch) -> None:
     size = sum(p.numel() for p in load_model(tiny).model.parameters())
     _by_size(monkeypatch, "onnx_check", 1e-6, 0.05, size - 1)
-    r = prune(tiny, 0.5)
+    r = prune(tiny, PruneOptions(0.5))
     assert not r.ok and [c.name for c in r.failed] == ["ONNX"]
     with pytest.raises(ChecksFailed, match=r"failed the ONNX check, so nothing was written") as e:
         r.save(tmp_path / "pruned.pt", plan=tmp_path / "plan.json")

@@ -121,7 +121,7 @@ def check_yaml(spec: tuple, ratio: float, seed: int) -> None:
         a = analyze(path)
         assert_pins_explained(a.graph, yaml_allowed_pins(spec))
         # Ultralytics refuses ONNX files under 0.1 MB, and random YAMLs are that small.
-        r = prune(None, ratio, importance="random", seed=seed, analysis=a, check_onnx=False)
+        r = prune(None, PruneOptions(ratio, importance="random", seed=seed), analysis=a, check_onnx=False)
         assert r.ok and r.equivalence.ok and r.structural.ok
         inputs = ULTRALYTICS.example_inputs(r.model, seed=seed)
         for fmt in ("pt", "safe"):

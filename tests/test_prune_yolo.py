@@ -11,6 +11,7 @@ from plain_ultralytics import run_without_yoloprune
 
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.explain import naive_breaks
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import analyze, excited_copy, prune, verify
 from yoloprune.yolo.io import load_model, save_checkpoint
@@ -42,7 +43,7 @@ def test_seed_blocks_1_2_3_each_break_something_alone(v8n):
 
 
 def test_seed_blocks_1_2_3_prune_together_without_mismatch(v8n):
-    r = prune("yolov8n.yaml", 0.5, blocks=[1, 2, 3], analysis=v8n)
+    r = prune("yolov8n.yaml", PruneOptions(0.5, blocks=[1, 2, 3]), analysis=v8n)
     assert r.equivalence.ok and r.structural.ok
     before, after = widths(r.original), widths(r.model)
     for conv in (
@@ -60,7 +61,7 @@ def test_seed_blocks_1_2_3_prune_together_without_mismatch(v8n):
 
 
 def test_every_prunable_group_at_half_with_rounding(v8n):
-    r = prune("yolov8n.yaml", 0.5, round_to=8, analysis=v8n)
+    r = prune("yolov8n.yaml", PruneOptions(0.5, round_to=8), analysis=v8n)
     assert r.equivalence.ok and r.structural.ok
     assert r.params[1] < 0.4 * r.params[0] and r.flops[1] < 0.4 * r.flops[0]
     for name, (out, _) in widths(r.model).items():
@@ -71,7 +72,7 @@ def test_every_prunable_group_at_half_with_rounding(v8n):
 @pytest.mark.parametrize("yaml", ["multi_consumer.yaml", "csp_mix.yaml"])
 def test_custom_topologies(yaml, tmp_path):
     a = analyze(DATA / yaml)
-    r = prune(None, 0.5, importance="random", analysis=a)
+    r = prune(None, PruneOptions(0.5, importance="random"), analysis=a)
     assert r.equivalence.ok and r.structural.ok
     assert r.params[1] < r.params[0]
     r.model.train()(torch.zeros(2, 3, 64, 64))
@@ -85,12 +86,12 @@ def test_attention_coupling_found_by_probe_is_pinned_and_explained():
 
 
 def test_plan_replay_gives_identical_model(v8n, tmp_path):
-    r = prune("yolov8n.yaml", 0.3, importance="l2", round_to=4, analysis=v8n)
+    r = prune("yolov8n.yaml", PruneOptions(0.3, importance="l2", round_to=4), analysis=v8n)
     doc = json.loads(r.plan_json())
     entry = doc["convs"]["model.2.cv1.conv"]
     assert entry["out_before"] == 32 and entry["keep_out"] == sorted(entry["keep_out"])
     again = prune("yolov8n.yaml", plan=r.plan_json(), analysis=v8n)
-    assert (again.options.ratio, again.options.importance, again.options.round_to) == (0.3, "l2", 4)
+    assert again.options == r.options  # the plan records the options and the replay restores them
     assert widths(again.model) == widths(r.model)
     assert all(
         torch.equal(a, b)
@@ -99,7 +100,7 @@ def test_plan_replay_gives_identical_model(v8n, tmp_path):
 
 
 def test_tampered_plan_is_refused(v8n):
-    doc = json.loads(prune("yolov8n.yaml", 0.5, blocks=[2], analysis=v8n).plan_json())
+    doc = json.loads(prune("yolov8n.yaml", PruneOptions(0.5, blocks=[2]), analysis=v8n).plan_json())
     keep = doc["convs"]["model.2.cv1.conv"]["keep_out"]
     doc["convs"]["model.2.cv1.conv"]["keep_out"] = keep[:-1]  # breaks the coupled halves
     with pytest.raises(YoloPruneError, match="coupled"):
@@ -110,30 +111,30 @@ def test_tampered_plan_is_refused(v8n):
 
 
 def test_plan_for_another_model_is_refused(v8n):
-    other = prune("yolov8s.yaml", 0.5, blocks=[1]).plan_json()
+    other = prune("yolov8s.yaml", PruneOptions(0.5, blocks=[1])).plan_json()
     with pytest.raises(YoloPruneError, match="different model"):
         prune("yolov8n.yaml", plan=other, analysis=v8n)
 
 
 def test_bad_selections(v8n):
     with pytest.raises(YoloPruneError, match="blocks 0 to 22"):
-        prune("yolov8n.yaml", 0.5, blocks=[99], analysis=v8n)
+        prune("yolov8n.yaml", PruneOptions(0.5, blocks=[99]), analysis=v8n)
     with pytest.raises(YoloPruneError, match=r"Did you mean model\.2\.cv1\.conv"):
-        prune("yolov8n.yaml", 0.5, layers=["model.2.cv1.con"], analysis=v8n)
+        prune("yolov8n.yaml", PruneOptions(0.5, layers=["model.2.cv1.con"]), analysis=v8n)
     with pytest.raises(YoloPruneError, match="outside"):
-        prune("yolov8n.yaml", 1.5, analysis=v8n)
+        prune("yolov8n.yaml", PruneOptions(1.5), analysis=v8n)
     with pytest.raises(YoloPruneError, match="head output"):
-        prune("yolov8n.yaml", 0.5, layers=["model.22.cv3.0.2"], analysis=v8n)
+        prune("yolov8n.yaml", PruneOptions(0.5, layers=["model.22.cv3.0.2"]), analysis=v8n)
 
 
 def test_exclusion_keeps_a_block_intact():
-    r = prune("yolov8n.yaml", 0.5, exclude=["model.2"])
+    r = prune("yolov8n.yaml", PruneOptions(0.5, exclude=["model.2"]))
     assert widths(r.model)["model.2.m.0.cv1.conv"] == widths(r.original)["model.2.m.0.cv1.conv"]
     assert widths(r.model)["model.1.conv"][0] == widths(r.original)["model.1.conv"][0]  # feeds model.2
 
 
 def test_ratio_zero_changes_nothing(v8n):
-    r = prune("yolov8n.yaml", 0.0, analysis=v8n)
+    r = prune("yolov8n.yaml", PruneOptions(0.0), analysis=v8n)
     assert r.params[0] == r.params[1] and not r.plan.convs
 
 
@@ -141,12 +142,12 @@ def test_ratio_zero_changes_nothing(v8n):
     "yaml", ["yolov8n-seg.yaml", "yolo11n-pose.yaml", "yolov8n-obb.yaml", "yolov8n-cls.yaml", "yolo26n.yaml"]
 )
 def test_every_task_prunes_and_verifies(yaml):
-    r = prune(yaml, 0.5, importance="random")
+    r = prune(yaml, PruneOptions(0.5, importance="random"))
     assert r.equivalence.ok and r.structural.ok and r.params[1] < r.params[0]
 
 
 def test_saved_checkpoint_loads_in_plain_ultralytics(v8n, tmp_path):
-    r = prune("yolov8n.yaml", 0.5, analysis=v8n)
+    r = prune("yolov8n.yaml", PruneOptions(0.5), analysis=v8n)
     path = r.save(tmp_path / "pruned.pt")
     plan = tmp_path / "plan.json"
     plan.write_text(r.plan_json())
@@ -167,7 +168,7 @@ def test_saved_checkpoint_loads_in_plain_ultralytics(v8n, tmp_path):
 def test_verify_rejects_a_model_that_does_not_match_its_plan(tmp_path):
     original = excited_copy(load_model("yolov8n.yaml").model)  # outputs that depend on the input
     source = save_checkpoint(original, tmp_path / "original.pt")
-    r = prune(source, 0.5)
+    r = prune(source, PruneOptions(0.5))
     path = r.save(tmp_path / "pruned.pt")
     good = verify(source, path, r.plan_json())
     assert good.ok and good.equivalence.informative
@@ -178,7 +179,7 @@ def test_verify_rejects_a_model_that_does_not_match_its_plan(tmp_path):
 
 
 def test_verify_catches_other_channels_even_on_untrained_weights(v8n, tmp_path):
-    r = prune("yolov8n.yaml", 0.5, blocks=[1], analysis=v8n)
+    r = prune("yolov8n.yaml", PruneOptions(0.5, blocks=[1]), analysis=v8n)
     path = r.save(tmp_path / "pruned.pt")
     good = verify("yolov8n.yaml", path, r.plan_json())  # YAML builds are seeded: same weights
     assert good.ok and not good.equivalence.informative  # untrained: outputs ignore the input

@@ -192,5 +192,5 @@ def test_excluded_layers_pin_their_groups_and_stay_in_the_suggested_command():
     )
     assert [g.prunable for g in rep.groups] == [False, False, True]
     md = report.to_markdown(rep)
-    assert "excluded by the user (--exclude model.2.cv2)" in md
+    assert "excluded by the user (exclude model.2.cv2)" in md
     assert "yoloprune prune yolov8n.yaml --ratio 0.5 --blocks 2 --exclude model.2.cv2 --out pruned.pt" in md

@@ -15,7 +15,7 @@ from yoloprune.cli import _parser, main
 from yoloprune.errors import YoloPruneError
 from yoloprune.pruning.allocate import Limits
 from yoloprune.pruning.options import PruneOptions, resolve_round_to
-from yoloprune.pruning.plan import recorded_options
+from yoloprune.pruning.plan import plan_options
 from yoloprune.yolo.api import analyze, prune
 from yoloprune.yolo.recipe import load_recipe, recipe_from_cli, recipe_from_dict
 
@@ -68,15 +68,17 @@ def test_without_proc_cpuinfo_pytorch_reads_the_cpu(capability, multiple, monkey
 
 @pytest.mark.parametrize("value", [0, -8, 1.5, 8.0, "8", "AUTO", "fast", True, None])
 def test_round_to_refuses_anything_but_a_positive_integer_or_auto(value):
-    with pytest.raises(YoloPruneError, match="--round-to must be a positive integer or auto"):
+    with pytest.raises(
+        YoloPruneError, match=r"round_to=.* must be (a whole number such as 8, or auto|1 or more)"
+    ):
         PruneOptions(round_to=value)
 
 
 def test_options_hold_the_resolved_number(cpu):
     cpu(AVX512)
     options = PruneOptions(round_to="auto")
-    assert options.round_to == 16 and options.limits.round_to == 16
-    assert options.as_json()["round_to"] == 16
+    assert options.round_to == 16 and Limits.of(options).round_to == 16
+    assert options.to_json()["round_to"] == 16
     assert PruneOptions(round_to=np.int64(8)).round_to == 8
 
 
@@ -100,14 +102,14 @@ def v8n():
 
 def test_plan_records_the_number_and_replays_on_another_cpu(v8n, cpu):
     cpu(AVX512)
-    r = prune(None, 0.5, blocks=[0, 2], round_to="auto", analysis=v8n)
+    r = prune(None, PruneOptions(0.5, blocks=[0, 2], round_to="auto"), analysis=v8n)
     doc = json.loads(r.plan_json())
     assert doc["options"]["round_to"] == 16 and r.options.round_to == 16
     assert doc["convs"] and all(len(c["keep_out"]) % 16 == 0 for c in doc["convs"].values())
     assert "model.0.conv" not in doc["convs"]  # 16 channels: kept whole with a multiple of 16
     cpu(AVX2)  # the plan holds 16, not "auto": replaying it elsewhere changes nothing
-    assert recorded_options(r.plan_json())["round_to"] == 16
-    again = prune(None, 0.0, plan=r.plan_json(), analysis=v8n)
+    assert plan_options(r.plan_json()).round_to == 16
+    again = prune(None, plan=r.plan_json(), analysis=v8n)
     assert again.plan.convs == r.plan.convs and again.options.round_to == 16
 
 
@@ -116,7 +118,7 @@ def test_recipe_round_to_auto_is_saved_as_the_number(tmp_path, cpu):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({**BASE, "round_to": "auto"}))
     recipe = load_recipe(path)
-    assert recipe.round_to == 8 and recipe.prune_options().round_to == 8
+    assert recipe.options.round_to == 8
     recipe.save(tmp_path / "saved.yaml")
     assert yaml.safe_load((tmp_path / "saved.yaml").read_text())["round_to"] == 8
     cpu(AVX512)  # a resumed run reads the saved copy: still 8
@@ -126,10 +128,10 @@ def test_recipe_round_to_auto_is_saved_as_the_number(tmp_path, cpu):
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("fast", "round_to: 'fast' must be a whole number such as 8, or auto"),
-        (True, "round_to: True must be a whole number"),
-        (8.0, "round_to: 8.0 must be a whole number"),
-        (0, "round_to: 0 must be 1 or more"),
+        ("fast", "round_to='fast' must be a whole number such as 8, or auto"),
+        (True, "round_to=True must be a whole number"),
+        (8.0, "round_to=8.0 must be a whole number"),
+        (0, "round_to=0 must be 1 or more"),
     ],
 )
 def test_recipe_refuses_a_bad_round_to(value, message):
@@ -156,7 +158,7 @@ def test_cli_takes_auto_or_a_number(argv, capsys):
 def test_run_flags_resolve_auto_in_the_recipe(cpu):
     cpu(AVX512)
     flags = {"schedule": "oneshot", "model": "m.pt", "data": "d.yaml", "ratio": 0.5, "round_to": "auto"}
-    assert recipe_from_cli([], flags).round_to == 16
+    assert recipe_from_cli([], flags).options.round_to == 16
 
 
 def test_cli_dry_run_rounds_to_the_block(cpu, capsys):

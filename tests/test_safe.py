@@ -16,6 +16,7 @@ from torch import nn
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.trace import flat_tensors
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import prune
 from yoloprune.yolo.io import load_model
@@ -26,7 +27,7 @@ TINY = Path(__file__).parent / "data" / "tiny.yaml"
 
 @pytest.fixture(scope="module")
 def pruned():
-    return prune(TINY, 0.5, importance="random", seed=3)
+    return prune(TINY, PruneOptions(0.5, importance="random", seed=3))
 
 
 def assert_same_model(a: nn.Module, b: nn.Module) -> None:

@@ -17,6 +17,7 @@ from ultralytics import YOLO
 
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.yolo.api import PruneResult, check_outputs, prune
 from yoloprune.yolo.io import load_model, save_checkpoint
 
@@ -27,7 +28,7 @@ OFFICIAL = ["yolov8n.pt", "yolo11n-seg.pt", "yolo26s-pose.pt", "yolov5nu.pt", "r
 
 @pytest.fixture(scope="module")
 def result() -> PruneResult:
-    return prune(TINY, 0.5, check_onnx=False)
+    return prune(TINY, PruneOptions(0.5), check_onnx=False)
 
 
 def test_ultralytics_cannot_load_a_file_it_renames(tmp_path: Path, monkeypatch) -> None:

@@ -4,6 +4,7 @@ after kill -9, and refusals before any training."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -335,26 +336,52 @@ def test_recipe_saves_every_field_and_reads_back_identically(tmp_path) -> None:
         ({"epoch": 3}, "unknown recipe keys 'epoch' \\(did you mean 'epochs'\\?\\)"),
         ({"version": None}, "put `version: 1` first"),
         ({"version": 2}, "reads recipe version 1"),
-        ({"schedule": "gradual"}, "choose oneshot, iterative, layerwise"),
+        ({"schedule": "gradual"}, "unknown schedule='gradual'; choose one of oneshot, iterative, layerwise"),
         ({"schedule": "layerwise", "ratio": 0.5}, "needs layers:"),
         ({"schedule": "layerwise", "layers": [1], "target_flops": 0.5}, "remove target_flops"),
         ({"schedule": "layerwise", "layers": [1]}, "has no ratio"),
         ({"schedule": "layerwise", "layers": [{"block": 1, "layer": "model.1.conv"}]}, "exactly one of"),
         ({"schedule": "layerwise", "layers": ["1:half"]}, "ratio 'half' must be a fraction"),
-        ({"schedule": "oneshot", "ratio": 0.5, "steps": 3}, "use schedule: iterative"),
+        ({"schedule": "oneshot", "ratio": 0.5, "steps": 3}, "use schedule='iterative'"),
         ({"schedule": "oneshot", "ratio": 0.5, "max_drop": 0.05}, "oneshot and layerwise do not take it"),
         ({"schedule": "oneshot", "ratio": 1.5}, "outside \\[0, 1\\)"),
-        ({"schedule": "oneshot", "ratio": 0.5, "target_flops": 0.5}, "exactly one of --ratio"),
-        ({"schedule": "oneshot"}, "exactly one of --ratio"),
-        ({"schedule": "oneshot", "ratio": 0.5, "epochs": True}, "epochs: True must be a int"),
+        ({"schedule": "oneshot", "ratio": 0.5, "target_flops": 0.5}, "give one of ratio, target_flops"),
+        ({"schedule": "oneshot"}, "give ratio or a target"),
+        ({"schedule": "oneshot", "ratio": 0.5, "epochs": True}, "epochs=True must be a whole number"),
         ({"schedule": "oneshot", "ratio": 0.5, "epochs": -1}, "must be 0 or more"),
         ({"schedule": "oneshot", "ratio": 0.5, "train": {"project": "x"}}, "set by the run itself"),
-        ({"schedule": "oneshot", "ratio": 0.5, "importance": "l3"}, "unknown importance 'l3'"),
+        ({"schedule": "oneshot", "ratio": 0.5, "importance": "l3"}, "unknown importance='l3'"),
+        ({"schedule": "oneshot", "ratio": 0.5, "model": 3}, "model=3 must be a string"),
+        ({"schedule": "oneshot", "ratio": 0.5, "train": [1]}, "train=\\[1\\] must be a mapping"),
     ],
 )
 def test_recipe_refusals_name_the_key(change, expected) -> None:
     with pytest.raises(YoloPruneError, match=expected):
         recipe_from_dict({**BASE, **change})
+
+
+def test_a_run_started_by_an_earlier_yoloprune_resumes(tmp_path) -> None:
+    """A run folder's recipe.yaml as an earlier yoloprune saved it (without the keys added since) and its
+    state, hashed from that file: resuming reads it and matches the state."""
+    recipe = recipe_from_dict({**BASE, "schedule": "oneshot", "ratio": 0.5})
+    old = {k: v for k, v in recipe.as_dict().items() if k != "calib_imgsz"}  # what version 1 wrote
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    sha = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
+    state = {"version": 1, "recipe_sha256": sha, "imgsz": 64, "steps": [], "result": None}
+    (run / "state.json").write_text(json.dumps({**state, "stopped": None, "finished": True}))
+    assert schedule.run(None, run, resume=True).target_reached  # finished: nothing to do, no refusal
+    assert schedule.run(recipe, run, resume=True).target_reached  # the same recipe, given again
+
+
+def test_a_recipe_file_is_told_its_keys(tmp_path) -> None:
+    """The same mistake in a recipe file names the key as the file writes it, not Python's keyword."""
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "schedule": "oneshot", "ratio": 0.5, "max_ratio": 2}))
+    with pytest.raises(YoloPruneError, match=r"r\.yaml: max_ratio: 2 is outside \(0, 1\]") as e:
+        load_recipe(path)
+    assert "max_ratio=" not in str(e.value)
 
 
 def test_recipe_or_flags_not_both(tmp_path) -> None:
@@ -424,7 +451,7 @@ def test_resume_refusals(baseline, tmp_path) -> None:
         YoloPruneError, match=r"differs from the one .*: ratio: 0.5 there, 0.25 here\. Resume"
     ):
         schedule.run(other, run, resume=True)
-    elsewhere = recipe_from_dict({**recipe.as_dict(), "round_to": 16 if recipe.round_to == 8 else 8})
+    elsewhere = recipe_from_dict({**recipe.as_dict(), "round_to": 16 if recipe.options.round_to == 8 else 8})
     with pytest.raises(
         YoloPruneError, match=r"round_to: .* there, .* here; \(`round_to: auto` is the channel"
     ):

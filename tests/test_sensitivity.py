@@ -105,7 +105,7 @@ def test_cli_target_flops_plan_replays_and_meets_the_target(original, digits, tm
     assert "sensitivity [1/25]" in out.err and "left)" in out.err  # progress: k of N and time left
     assert len(table.read_text().splitlines()) == 1 + 12 * 2 and plot.read_bytes()[:4] == b"\x89PNG"
     doc = json.loads(plan.read_text())
-    assert doc["options"]["target_flops"] == 0.8 and doc["options"]["sensitivity"]["metric"] == "loss"
+    assert doc["options"]["target_flops"] == 0.8 and doc["sensitivity"]["metric"] == "loss"
     assert all(path.startswith("model.22.") for path in doc["convs"])
     assert all(len(c["keep_out"]) % 8 == 0 for c in doc["convs"].values())
     pruned = tmp_path / "pruned.pt"

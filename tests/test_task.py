@@ -13,6 +13,7 @@ import pytest
 from ultralytics import YOLO
 
 from yoloprune.cli import main
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.yolo.api import prune, verify
 from yoloprune.yolo.check import train_step_check
 from yoloprune.yolo.io import load_model, model_task
@@ -55,7 +56,7 @@ def test_the_head_decides_when_the_model_has_no_task_attribute() -> None:
 
 def test_a_saved_checkpoint_records_the_heads_task(tmp_path: Path) -> None:
     """`YOLO(path).task` and a trainer that resumes from the checkpoint's arguments read these."""
-    r = prune(saved_by_ultralytics("pose", tmp_path), 0.3, check_onnx=False)
+    r = prune(saved_by_ultralytics("pose", tmp_path), PruneOptions(0.3), check_onnx=False)
     saved = r.save(tmp_path / "pruned.pt")
     assert YOLO(str(saved)).task == "pose"
     assert YOLO(str(saved)).ckpt["train_args"]["task"] == "pose"
@@ -74,7 +75,7 @@ def test_no_module_guesses_the_task_from_the_saved_arguments() -> None:
 @pytest.mark.parametrize("task", TASK_YAMLS)
 def test_every_task_saved_by_ultralytics_prunes_and_verifies(task: str, tmp_path: Path) -> None:
     path = saved_by_ultralytics(task, tmp_path)
-    r = prune(path, 0.3)  # every check, the train step and ONNX export included
+    r = prune(path, PruneOptions(0.3))  # every check, the train step and ONNX export included
     assert r.ok, r.failed
     pruned, plan = tmp_path / "pruned.pt", tmp_path / "plan.json"
     r.save(pruned, plan=plan)

@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.graph.groups import build_groups
 from yoloprune.graph.trace import trace
 from yoloprune.importance import CRITERIA, Context, Evidence
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.yolo.api import analyze, prune
 from yoloprune.yolo.calibrate import gather_evidence
 from yoloprune.yolo.data import make_digits
@@ -30,7 +31,9 @@ def test_taylor_ranks_by_evidence_and_zero_last():
     scores = CRITERIA["taylor"](Context(net, graph, evidence=Evidence(taylor={"0": values})), group)
     assert np.argsort(scores).tolist() == np.argsort(values).tolist()
     assert np.argmin(scores) == DEAD
-    with pytest.raises(YoloPruneError, match="--data"):
+    with pytest.raises(
+        OptionError, match="importance='taylor' scores channels on calibration images; pass data"
+    ):
         CRITERIA["taylor"](Context(net, graph), group)
 
 
@@ -65,7 +68,12 @@ def test_measured_taylor_is_zero_for_a_dead_channel_and_leaves_the_model_alone(d
 
 
 def test_taylor_prunes_the_dead_channel_first(dead_v8n, digits):
-    r = prune(None, 0.25, importance="taylor", blocks=[1], data=digits, calib_imgsz=64, analysis=dead_v8n)
+    r = prune(
+        None,
+        PruneOptions(0.25, importance="taylor", blocks=[1], calib_imgsz=64),
+        data=digits,
+        analysis=dead_v8n,
+    )
     assert r.equivalence.ok and r.structural.ok
     kept = r.plan.convs["model.1.conv"]["keep_out"]
     assert len(kept) == 24 and DEAD not in kept

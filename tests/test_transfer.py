@@ -16,6 +16,7 @@ from ultralytics.nn.tasks import (
 )
 
 from yoloprune.errors import YoloPruneError
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.yolo.api import prune
 from yoloprune.yolo.finetune import conv_widths
 from yoloprune.yolo.io import load_model
@@ -80,7 +81,7 @@ def test_the_rebuild_is_what_ultralytics_does_to_an_unpruned_model(source: str) 
 
 
 def test_a_pruned_model_keeps_every_width_and_every_other_weight() -> None:
-    pruned = prune("yolov8n.yaml", 0.5).model
+    pruned = prune("yolov8n.yaml", PruneOptions(0.5)).model
     before = {k: v.clone() for k, v in pruned.state_dict().items()}
     widths = conv_widths(pruned)
     rebuilt = rebuild_class_outputs(pruned, {0: "a", 1: "b", 2: "c"}, remap=False)

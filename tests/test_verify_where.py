@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from yoloprune.cli import main
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.pruning.verify import compare, first_divergence, first_state_difference
 from yoloprune.yolo.api import excited_copy, prune, verify
 from yoloprune.yolo.io import load_model, save_checkpoint
@@ -22,7 +23,7 @@ def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("verify")
     original = excited_copy(load_model("yolov8n.yaml").model)  # outputs that depend on the input
     source = save_checkpoint(original, folder / "original.pt")
-    r = prune(source, 0.5)
+    r = prune(source, PruneOptions(0.5))
     plan = folder / "plan.json"
     plan.write_text(r.plan_json())
     conv = r.model.get_submodule(DEEP)

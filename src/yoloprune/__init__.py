@@ -2,7 +2,7 @@
 
 Example:
     >>> import yoloprune
-    >>> result = yoloprune.prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])
+    >>> result = yoloprune.prune("yolov8n.yaml", yoloprune.PruneOptions(0.5, blocks=[1, 2, 3]))
     >>> result.equivalence.ok, result.save("pruned.pt")
     (True, PosixPath('pruned.pt'))
 """
@@ -10,9 +10,10 @@ Example:
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["YoloPruneError", "analyze", "prune", "verify"]
+__all__ = ["OptionError", "PruneOptions", "YoloPruneError", "analyze", "prune", "verify"]
 
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError, YoloPruneError
+from yoloprune.pruning.options import PruneOptions  # light: no torch
 
 
 def __getattr__(name: str) -> object:

@@ -23,6 +23,7 @@ from yoloprune.errors import YoloPruneError
 from yoloprune.text import plural, word
 
 if TYPE_CHECKING:
+    from yoloprune.pruning.options import PruneOptions
     from yoloprune.yolo.api import PruneResult
     from yoloprune.yolo.recipe import Recipe
 
@@ -79,6 +80,14 @@ def _emit(data: str | bytes, out: str | None) -> None:
     print(f"wrote {out}", file=sys.stderr)
 
 
+def _options(args: argparse.Namespace) -> PruneOptions:
+    """The `PruneOptions` of the option flags given; the fields' own defaults for the rest."""
+    from yoloprune.pruning.options import PruneOptions
+
+    fields = PruneOptions.__dataclass_fields__
+    return PruneOptions(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+
+
 def _read_text(path: str, what: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
@@ -105,8 +114,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from yoloprune import report
     from yoloprune.yolo import api
 
-    a = api.analyze(args.model, exclude=args.exclude)
-    r = report.analysis_report(a, args.blocks, args.layers, args.exclude)
+    o = _options(args)
+    a = api.analyze(args.model, exclude=o.exclude)
+    r = report.analysis_report(a, o.blocks, o.layers, o.exclude)
     if args.format == "json":
         _emit(report.to_json(r), args.out)
     elif args.format == "dot":
@@ -128,9 +138,9 @@ def _prune_summary(result: PruneResult, replayed: str | None = None, head: str =
     from yoloprune.pruning.plan import select_groups
 
     graph, plan, opts = result.analysis.graph, result.plan, result.options
-    in_scope = [g for g in select_groups(graph, opts.scope) if g.prunable]
+    in_scope = [g for g in select_groups(graph, result.scope) if g.prunable]
     pruned = sum(1 for g in in_scope if plan.removed.intersection(g.classes))
-    pinned = len(select_groups(graph, opts.scope)) - len(in_scope)
+    pinned = len(select_groups(graph, result.scope)) - len(in_scope)
     (p0, p1), (f0, f1) = result.params, result.flops
     eq, st = result.equivalence, result.structural
     kept = f"{plural(pinned, 'pinned group')} left as {word(pinned, 'it is', 'they are')}"
@@ -154,7 +164,7 @@ def _prune_summary(result: PruneResult, replayed: str | None = None, head: str =
         b = plan.budget
         reached = f"{b.reached:.3f} of the original {b.metric.value} (target {b.target:g}"
         rows.insert(4, ("target", f"{reached}, met within 2%; the cost model estimated {b.estimate:.3f})"))
-    scope = "every block" if opts.scope is None else ", ".join(opts.scope)
+    scope = "every block" if result.scope is None else ", ".join(result.scope)
     rounding = f", widths rounded to multiples of {opts.round_to}" if opts.round_to > 1 else ""
     target = opts.target
     amount = f"ratio {opts.ratio}" if target is None else f"{target[0].value} target {target[1]:g}"
@@ -181,27 +191,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.out is not None:  # before the (slow) prune
         api.check_outputs(args.out, args.plan, args.save_format)
     plan_in = _read_text(args.plan_in, "plan") if args.plan_in else None
-    result = api.prune(
-        args.model,
-        0.0 if plan_in else args.ratio,  # a replayed plan records its own options
-        importance=args.importance,
-        round_to=args.round_to,
-        seed=args.seed,
-        blocks=args.blocks,
-        layers=args.layers,
-        exclude=args.exclude,
-        plan=plan_in,
-        allocation=args.allocation,
-        max_ratio=args.max_ratio,
-        min_channels=args.min_channels,
-        target_flops=args.target_flops,
-        target_params=args.target_params,
-        aggregation=args.aggregation,
-        data=args.data,
-        calib_images=args.calib_images,
-        calib_imgsz=args.calib_imgsz,
-        check_onnx=not args.no_onnx_check,
-    )
+    options = None if plan_in else _options(args)  # a replayed plan records its own options
+    result = api.prune(args.model, options, plan=plan_in, data=args.data, check_onnx=not args.no_onnx_check)
     head = "Dry run: would prune" if args.dry_run else "Pruned"
     _print(_prune_summary(result, replayed=args.plan_in, head=head))
     if args.dry_run:
@@ -273,18 +264,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-RECIPE_FLAGS = (
-    "schedule", "model", "data", "ratio", "target_flops", "target_params", "steps", "layers", "epochs",
-    "final_epochs", "max_drop", "blocks", "exclude", "importance", "allocation", "aggregation", "round_to",
-    "max_ratio", "min_channels", "calib_images", "teacher", "distill_weight", "seed",
-)  # fmt: skip
-
-
 def _recipe(args: argparse.Namespace) -> Recipe | None:
-    """The recipe of `run` and `compare`: a YAML among the words, or the recipe flags."""
-    from yoloprune.yolo.recipe import recipe_from_cli
+    """The recipe of `run` and `compare`: a YAML among the words, or the recipe flags (its keys)."""
+    from yoloprune.yolo.recipe import KEYS, recipe_from_cli
 
-    return recipe_from_cli(args.items, {k: getattr(args, k) for k in RECIPE_FLAGS})
+    return recipe_from_cli(args.items, {k: v for k, v in vars(args).items() if k in KEYS})
 
 
 def _log(line: str) -> None:
@@ -360,18 +344,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     from yoloprune.yolo import api, sensitivity
 
-    if args.plan and args.target_flops is None:
+    o = _options(args)
+    if args.plan and o.target_flops is None:
         raise YoloPruneError("--plan writes the plan for --target-flops F; pass --target-flops as well.")
-    a = api.analyze(args.model, exclude=args.exclude)
+    a = api.analyze(args.model, exclude=o.exclude)
     s = sensitivity.sensitivity(
         args.model,
         args.data,
-        blocks=args.blocks,
-        layers=args.layers,
-        exclude=args.exclude,
+        blocks=o.blocks,
+        layers=o.layers,
+        exclude=o.exclude,
         ratios=args.ratios,
         metric=args.metric,
-        importance=args.importance,
+        importance=o.importance,
         images=args.images,
         imgsz=args.imgsz,
         batch=args.batch,
@@ -383,12 +368,12 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     if args.plot:
         s.plot(args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
-    if args.target_flops is None:
+    if o.target_flops is None:
         return 0
-    plan = sensitivity.plan_for_target(s, a, args.target_flops, args.round_to, args.min_channels)
+    plan = sensitivity.plan_for_target(s, a, o.target_flops, o.round_to, o.min_channels)
     _print(sensitivity.render_plan(s, plan, a))
     if args.plan:
-        _emit(sensitivity.plan_json(s, plan, args.round_to, args.min_channels), args.plan)
+        _emit(sensitivity.plan_json(s, plan, o.round_to, o.min_channels), args.plan)
         print(
             f"replay it with: yoloprune prune {args.model} --plan-in {args.plan} --out pruned.pt",
             file=sys.stderr,

@@ -38,34 +38,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
-from collections.abc import Callable, Sequence
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from enum import Enum
+from typing import Any, Literal
 
 from yoloprune import _commands as commands
 from yoloprune import progress
-from yoloprune.choices import CRITERIA_NAMES, Aggregation
-from yoloprune.errors import YoloPruneError
+from yoloprune.choices import CRITERIA_NAMES
+from yoloprune.declare import arms, describe, enum_of, hints, spec_of
+from yoloprune.errors import OptionError, YoloPruneError, plain
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.runtimes import Runtime
+from yoloprune.yolo.recipe import OPTION_KEYS, Recipe
 
-
-def _auto_or(number: type[float] | type[int], example: str) -> Callable[[str], float | int | str]:
-    """An argparse type: the word auto, or a `number` such as `example`."""
-
-    def parse(text: str) -> float | int | str:
-        if text == "auto":
-            return text
-        try:
-            return number(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {example}, or auto; got {text!r}") from None
-
-    return parse
-
-
-_ratio = _auto_or(float, "a fraction such as 0.5")  # --ratio auto: the act-* criteria choose widths
-_round_to = _auto_or(int, "a whole number such as 8")  # --round-to auto: this machine's channel block
-_ROUND_TO_HELP = "keep a multiple of N channels per group; auto: 16 with AVX-512, else 8 (1)"
+# Fields set by a switch rather than a value: the flag, and the value it sets.
+SWITCHES = {"allocation": ("--global", "global")}
+AMOUNT = ("ratio", "target_flops", "target_params")  # how much to prune: one of them
 BROKEN_PIPE = 141  # 128 + SIGPIPE: the status a shell shows for `cat` when its reader stops early
 _TARGET_EPILOG = (
     "exit status: 0 done; 2 a problem with the inputs; "
@@ -75,34 +67,101 @@ _TARGET_EPILOG = (
 )
 
 
+def flag(name: str) -> str:
+    """The flag of a declared field: its switch, or `--` and the name with dashes."""
+    return SWITCHES.get(name, (f"--{name.replace('_', '-')}",))[0]
+
+
+def _parse_as(hint: Any, kind: str) -> Callable[[str], object]:
+    """An argparse type for a field of type `hint`: a number, or the Literal words it also takes."""
+    words = {a for arm in arms(hint) if typing.get_origin(arm) is Literal for a in typing.get_args(arm)}
+    number = next((a for a in arms(hint) if a in (int, float)), str)
+
+    def parse(text: str) -> object:
+        if text in words:
+            return text
+        try:
+            return number(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}; got {text!r}") from None
+
+    return parse
+
+
+def add_fields(parser: Any, cls: type, names: Iterable[str]) -> None:
+    """A flag per field of the dataclass `cls` named in `names`, generated from its declaration: the
+    parser from its type (a list: `nargs="+"`; an Enum or `choices`: choices), the help from its
+    metadata, with the field's default. Every flag defaults to None, "not given", so a command builds
+    its request from the flags given and the fields' own defaults."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in names:
+        f, spec, hint = fields[name], spec_of(fields[name]), hints(cls)[name]
+        text = spec.help.replace("%", "%%")
+        default = None if f.default is dataclasses.MISSING else f.default
+        if default not in (None, ()):
+            text += f" ({default.value if isinstance(default, Enum) else default})"
+        if name in SWITCHES:
+            switch, value = SWITCHES[name]
+            parser.add_argument(switch, dest=name, action="store_const", const=value, help=text)
+            continue
+        types_ = arms(hint)
+        enum = enum_of(hint)
+        item = next((typing.get_args(a)[0] for a in types_ if typing.get_origin(a) is tuple), None)
+        kwargs: dict[str, Any] = {"metavar": spec.metavar}
+        if enum is not None:
+            kwargs = {"choices": [e.value for e in enum]}
+        elif spec.choices is not None:
+            kwargs = {"choices": list(spec.choices())}
+        elif item is not None:
+            kwargs.update(nargs="+", type=int if item is int else str)
+        elif any(a in (int, float) for a in types_):
+            kwargs["type"] = _parse_as(hint, spec.kind or describe(hint))
+        parser.add_argument(flag(name), dest=name, help=text, **kwargs)
+
+
+def _options(parser: argparse.ArgumentParser, names: Iterable[str], *, plan_in: bool = False) -> None:
+    """`PruneOptions` fields as flags; the amount (`AMOUNT`) as alternatives, one of them required
+    with `plan_in` (which adds `--plan-in`, the other way to say what to remove)."""
+    names = list(names)
+    how = parser.add_mutually_exclusive_group(required=plan_in)
+    add_fields(how, PruneOptions, [n for n in names if n in AMOUNT])
+    if plan_in:
+        how.add_argument("--plan-in", metavar="PLAN", help="replay the channel choices of a plan file")
+    add_fields(parser, PruneOptions, [n for n in names if n not in AMOUNT])
+
+
+SELECTION = ("blocks", "layers", "exclude")
+OPTIONS = tuple(f.name for f in dataclasses.fields(PruneOptions))
+
+
 def _recipe_flags(s: argparse.ArgumentParser) -> None:
-    """The recipe as a YAML or as flags (`_RECIPE_FLAGS`), shared by `run` and `compare`."""
+    """The recipe as a YAML or as flags (its fields and the `PruneOptions` it holds), shared by `run`
+    and `compare`."""
     s.add_argument("items", nargs="*", metavar="RECIPE.yaml|KEY=VALUE", help="a recipe, or train keys")
     s.add_argument("--verbose", action="store_true", help="also show Ultralytics' training output")
-    s.add_argument("--schedule", choices=("oneshot", "iterative", "layerwise"))
-    s.add_argument("--model", metavar="BASELINE.pt", help="the trained, unpruned model")
-    s.add_argument("--data", metavar="DATA.yaml", help="dataset YAML for fine-tuning and validation")
-    how = s.add_mutually_exclusive_group()
-    how.add_argument("--ratio", type=_ratio, metavar="R|auto", help="fraction of channels to remove")
-    how.add_argument("--target-flops", type=float, metavar="F", help="keep this fraction of the FLOPs")
-    how.add_argument("--target-params", type=float, metavar="F", help="keep this fraction of the params")
-    s.add_argument("--steps", type=int, metavar="N", help="iterative: steps to reach the target")
-    s.add_argument("--layers", nargs="+", metavar="I|PATH[:R]", help="layerwise: blocks or layers, in order")
-    s.add_argument("--epochs", type=int, metavar="E", help="fine-tune epochs after each pruning step")
-    s.add_argument("--final-epochs", type=int, metavar="F", help="fine-tune epochs at the end")
-    s.add_argument("--max-drop", type=float, metavar="D", help="iterative: stop when mAP50-95 falls more")
-    s.add_argument("--blocks", nargs="+", type=int, metavar="I", help="oneshot/iterative: prune only these")
-    s.add_argument("--exclude", nargs="+", metavar="PATH", help="layers never to prune")
-    s.add_argument("--importance", choices=CRITERIA_NAMES, help="channel ranking (l1)")
-    s.add_argument("--global", dest="allocation", action="store_const", const="global", help="global ranking")
-    s.add_argument("--aggregation", choices=[a.value for a in Aggregation])
-    s.add_argument("--round-to", type=_round_to, metavar="N|auto", help=_ROUND_TO_HELP)
-    s.add_argument("--max-ratio", type=float, metavar="R")
-    s.add_argument("--min-channels", type=int, metavar="N")
-    s.add_argument("--calib-images", type=int, metavar="N")
-    s.add_argument("--teacher", metavar="ORIGINAL.pt", help="distill the head outputs of this model")
-    s.add_argument("--distill-weight", type=float, metavar="W")
-    s.add_argument("--seed", type=int)
+    own = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("version", "options", "train")]
+    add_fields(s, Recipe, own)
+    _options(s, [n for n in OPTIONS if n in OPTION_KEYS])
+
+
+def _command(s: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int]) -> None:
+    """Give subcommand `s` its function, and the flag of each field it takes (for `OptionError`s)."""
+    flags = {a.dest: a.option_strings[-1] for a in s._actions if a.option_strings}
+    s.set_defaults(run=run, flags=flags)
+
+
+def flag_words(flags: dict[str, str]) -> Callable[[str, str | None], str]:
+    """How the command line names a field in an `OptionError`: `--max-ratio 2`, `--global`; a field
+    the command has no flag for keeps its name (`train`)."""
+
+    def render(name: str, value: str | None) -> str:
+        if name not in flags:
+            return name if value is None else f"{name} {plain(value)}"
+        if name in SWITCHES and value is not None:
+            return flags[name] if plain(value) == SWITCHES[name][1] else f"{name} {plain(value)}"
+        return flags[name] if value is None else f"{flags[name]} {plain(value)}"
+
+    return render
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,55 +176,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("model", help=model_help)
     s.add_argument("--format", choices=("text", "md", "json"), default="text")
     s.add_argument("--out", metavar="FILE", help="write here instead of printing")
-    s.set_defaults(run=commands.cmd_inspect)
-
-    def selection(s: argparse.ArgumentParser) -> None:
-        s.add_argument("--blocks", nargs="+", type=int, metavar="I", help="block indices (model.model[I])")
-        s.add_argument("--layers", nargs="+", metavar="PATH", help="layer paths, e.g. model.2.cv1.conv")
-        s.add_argument("--exclude", nargs="+", default=[], metavar="PATH", help="layers never to prune")
+    _command(s, commands.cmd_inspect)
 
     s = sub.add_parser("analyze", help="what must be pruned together, and what pruning one layer breaks")
     s.add_argument("model", help=model_help)
-    selection(s)
+    add_fields(s, PruneOptions, SELECTION)
     s.add_argument("--format", choices=("md", "json", "dot", "svg"), default="md")
     s.add_argument("--out", metavar="FILE", help="write here instead of printing")
-    s.set_defaults(run=commands.cmd_analyze)
+    _command(s, commands.cmd_analyze)
 
     s = sub.add_parser("prune", help="remove channels group by group, verify, write the pruned model")
     s.add_argument("model", help=model_help)
-    how = s.add_mutually_exclusive_group(required=True)
-    how.add_argument(
-        "--ratio",
-        type=_ratio,
-        metavar="R|auto",
-        help="fraction of each group's channels (--global: of all) to remove, e.g. 0.5; auto: the act-* "
-        "criteria choose each group's width",
-    )
-    keep = "keep this fraction of the original's {}, e.g. 0.5 (met within 2%%)"
-    how.add_argument("--target-flops", type=float, metavar="F", help=keep.format("FLOPs"))
-    how.add_argument("--target-params", type=float, metavar="F", help=keep.format("params"))
-    how.add_argument("--plan-in", metavar="PLAN", help="replay the channel choices of a plan file")
-    selection(s)
-    s.add_argument("--importance", choices=CRITERIA_NAMES, default="l1", help="channel ranking")
-    s.add_argument(
-        "--aggregation",
-        choices=[a.value for a in Aggregation],
-        default="mean",
-        help="combine a channel's values over the group's layers: mean of per-layer normalised (default) "
-        "or sum of raw values",
-    )
-    s.add_argument(
-        "--global",
-        dest="allocation",
-        action="store_const",
-        const="global",
-        default="local",
-        help="rank channels across groups on mean-normalised scores instead of the same ratio per group",
-    )
-    s.add_argument("--max-ratio", type=float, default=0.9, metavar="R", help="most any group loses (0.9)")
-    s.add_argument("--min-channels", type=int, default=1, metavar="N", help="fewest any group keeps (1)")
-    s.add_argument("--round-to", type=_round_to, default=1, metavar="N|auto", help=_ROUND_TO_HELP)
-    s.add_argument("--seed", type=int, default=0)
+    _options(s, [n for n in OPTIONS if n not in ("calib_images", "calib_imgsz")], plan_in=True)
     s.add_argument("--out", metavar="PRUNED.pt", help="the pruned checkpoint to write (safe: a folder)")
     s.add_argument("--dry-run", action="store_true", help="print the plan per block and write nothing")
     s.add_argument(
@@ -178,21 +200,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--plan", metavar="PLAN", help="also write the plan (JSON) here")
     s.add_argument("--no-onnx-check", action="store_true", help="skip the ONNX export check")
     s.add_argument("--data", metavar="DATA.yaml", help="dataset YAML for taylor and act-* (calibration)")
-    s.add_argument("--calib-images", type=int, default=64, metavar="N", help="calibration images (64)")
-    s.add_argument(
-        "--calib-imgsz",
-        type=int,
-        metavar="N",
-        help="calibration image size (default: the model's training size)",
-    )
-    s.set_defaults(run=commands.cmd_prune)
+    add_fields(s, PruneOptions, ("calib_images", "calib_imgsz"))
+    _command(s, commands.cmd_prune)
 
     s = sub.add_parser("verify", help="check a pruned checkpoint against its original and plan")
     s.add_argument("original", help=model_help)
     s.add_argument("pruned", help="the pruned .pt checkpoint or safe folder")
     s.add_argument("--plan", required=True, metavar="PLAN", help="the plan written by `prune --plan`")
     s.add_argument("--no-onnx-check", action="store_true", help="skip the ONNX export check")
-    s.set_defaults(run=commands.cmd_verify)
+    _command(s, commands.cmd_verify)
 
     s = sub.add_parser("data", help="generate a dataset")
     kinds = s.add_subparsers(dest="kind", required=True, metavar="KIND")
@@ -203,14 +219,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--imgsz", type=int, default=160, metavar="N", help="image side in pixels (160)")
     s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(run=commands.cmd_data_digits)
+    _command(s, commands.cmd_data_digits)
 
     s = sub.add_parser("finetune", help="fine-tune a pruned checkpoint with the Ultralytics trainer")
     s.add_argument("checkpoint", help="the pruned .pt checkpoint")
     s.add_argument("train", nargs="*", metavar="KEY=VALUE", help="data=DATA.yaml epochs=N and any train key")
     s.add_argument("--teacher", metavar="ORIGINAL.pt", help="distill the head outputs of this unpruned model")
     s.add_argument("--distill-weight", type=float, default=1.0, metavar="W", help="distillation weight (1.0)")
-    s.set_defaults(run=commands.cmd_finetune)
+    _command(s, commands.cmd_finetune)
 
     s = sub.add_parser(
         "run",
@@ -220,7 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, metavar="DIR", help="the run folder (new, or the one to resume)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out after its last step")
     _recipe_flags(s)
-    s.set_defaults(run=commands.cmd_run)
+    _command(s, commands.cmd_run)
 
     s = sub.add_parser(
         "compare",
@@ -240,7 +256,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs per model, median kept (50)")
     s.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed runs first (10)")
     _recipe_flags(s)
-    s.set_defaults(run=commands.cmd_compare)
+    _command(s, commands.cmd_compare)
 
     s = sub.add_parser("bench", help="params, FLOPs, size, latency and mAP of models side by side")
     s.add_argument(
@@ -274,12 +290,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="FILE.md", help="write the Markdown table here instead of printing it")
     s.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     s.add_argument("--plot", metavar="FILE.png", help="also plot latency and mAP against FLOPs")
-    s.set_defaults(run=commands.cmd_bench)
+    _command(s, commands.cmd_bench)
 
     s = sub.add_parser("sensitivity", help="prune each group alone at several ratios and measure the damage")
     s.add_argument("model", help=model_help)
     s.add_argument("--data", required=True, metavar="DATA.yaml", help="dataset YAML; its val split is scored")
-    selection(s)
+    add_fields(s, PruneOptions, SELECTION)
     s.add_argument(
         "--ratios", nargs="+", type=float, default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], metavar="R"
     )
@@ -289,7 +305,7 @@ def _parser() -> argparse.ArgumentParser:
         default="loss",
         help="loss: validation loss on --images images (fast); map: mAP50-95 on the whole val split (slow)",
     )
-    s.add_argument("--importance", choices=CRITERIA_NAMES, default="l1", help="which channels go first")
+    add_fields(s, PruneOptions, ["importance"])
     s.add_argument("--images", type=int, default=32, metavar="N", help="val images for --metric loss (32)")
     s.add_argument(
         "--imgsz", type=int, metavar="N", help="image size for the metric (the model's training size)"
@@ -297,15 +313,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=8, metavar="N", help="batch size (8)")
     s.add_argument("--csv", metavar="FILE", help="write every measured point as CSV")
     s.add_argument("--plot", metavar="FILE.png", help="plot the curves, one panel per block")
-    s.add_argument(
-        "--target-flops", type=float, metavar="F", help="choose per-group ratios keeping F of the FLOPs"
-    )
-    s.add_argument("--round-to", type=_round_to, default=1, metavar="N|auto", help=_ROUND_TO_HELP)
-    s.add_argument(
-        "--min-channels", type=int, default=1, metavar="N", help="with --target-flops: fewest kept (1)"
-    )
+    add_fields(s, PruneOptions, ("target_flops", "round_to", "min_channels"))
     s.add_argument("--plan", metavar="PLAN", help="write the --target-flops plan here (for prune --plan-in)")
-    s.set_defaults(run=commands.cmd_sensitivity)
+    _command(s, commands.cmd_sensitivity)
     return p
 
 
@@ -318,6 +328,9 @@ def _run(argv: Sequence[str] | None) -> int:
         # stdout: the document only; logs, warnings and the progress of long phases: stderr
         with commands.document_on_stdout(), progress.reporting():
             return args.run(args)
+    except OptionError as e:  # a field's name, worded as this command's flag
+        print(f"error: {e.worded(flag_words(args.flags))}", file=sys.stderr)
+        return 2
     except YoloPruneError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -127,7 +127,7 @@ def build_groups(trace: Trace, exclude: tuple[str, ...] = ()) -> ChannelGraph:
                     blocked.append(pin)
         blocked = _name_output_pins(blocked, members)
         blocked += [
-            Pin(m.module, f"excluded by the user (--exclude {p})")
+            Pin(m.module, f"excluded by the user (exclude {p})")
             for m in members
             for p in exclude
             if covers(p, m.module)

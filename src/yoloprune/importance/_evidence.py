@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError
 from yoloprune.graph.groups import Group
 from yoloprune.graph.trace import Member
 from yoloprune.importance.base import Context
@@ -16,17 +16,17 @@ from yoloprune.importance.base import Context
 def measured(ctx: Context, group: Group, field: str, criterion: str) -> tuple[list[Member], Mapping]:
     """The group's producer members that have `field` evidence, and that evidence table."""
     if ctx.evidence is None:
-        raise YoloPruneError(
-            f"--importance {criterion} scores channels on calibration images; pass --data DATA.yaml "
-            "(an Ultralytics dataset YAML, e.g. from `yoloprune data digits --out digits`)."
+        raise OptionError(
+            f"`importance={criterion!r}` scores channels on calibration images; pass `data` (a dataset "
+            "YAML in Ultralytics' format)."
         )
     table = getattr(ctx.evidence, field)
     members = [m for m in group.producers if m.module in table]
     if not members:
         layers = ", ".join(dict.fromkeys(m.module for m in group.producers)) or group.members[0].module
-        raise YoloPruneError(
-            f"--importance {criterion}: group {group.id} ({layers}) has no measured producer conv (only 2-D "
-            "convs are measured), so it cannot be scored; leave it out with --exclude."
+        raise OptionError(
+            f"`importance={criterion!r}`: group {group.id} ({layers}) has no measured producer conv (only "
+            "2-D convs are measured), so it cannot be scored; leave it out with `exclude`."
         )
     return members, table
 

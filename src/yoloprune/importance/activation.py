@@ -9,8 +9,8 @@ For each group, from activations sampled at ground-truth box centres (`Evidence.
      (medoid) silhouette; k is the knee of that curve's running best (see `cluster`);
   4. one channel kept per cluster: the largest L1 weight (`act-maxweight`), the medoid
      (`act-medoid`) or the largest BatchNorm gamma (`act-maxgamma`).
-The criterion returns `Ranking(scores, keep=k)`: kept channels score above all others, so `--ratio
-auto` keeps exactly them and a numeric ratio keeps them first. scikit-learn, kmedoids and kneed
+The criterion returns `Ranking(scores, keep=k)`: kept channels score above all others, so
+`ratio="auto"` keeps exactly them and a numeric ratio keeps them first. scikit-learn, kmedoids and kneed
 are the `yoloprune[activation]` extra, imported on first use.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError
 from yoloprune.graph.groups import Group
 from yoloprune.importance._evidence import class_means, measured
 from yoloprune.importance.base import CRITERIA, Context, Criterion, Ranking, register
@@ -51,10 +51,10 @@ def separability(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     classes, counts = np.unique(y, return_counts=True)
     classes = classes[counts >= MIN_SAMPLES]
     if len(classes) < 2:
-        raise YoloPruneError(
+        raise OptionError(
             f"the act-* criteria compare activations between classes, but the calibration images have "
             f"at least {MIN_SAMPLES} boxes of only {plural(len(classes), 'class', 'classes')}; raise "
-            "--calib-images or calibrate on a dataset with several classes."
+            "`calib_images` or calibrate on a dataset with several classes."
         )
     mu = np.stack([x[y == c].mean(0) for c in classes])  # (K, C)
     var = np.maximum(np.stack([x[y == c].var(0) for c in classes]), 1e-3 * x.var(0) + 1e-12)  # (K, C)
@@ -174,8 +174,8 @@ def _require(name: str) -> None:
         import kneed  # noqa: F401
         import sklearn  # noqa: F401
     except ImportError as e:
-        raise YoloPruneError(
-            f"--importance {name} needs scikit-learn, kmedoids and kneed: `pip install "
+        raise OptionError(
+            f"`importance={name!r}` needs scikit-learn, kmedoids and kneed: `pip install "
             f"yoloprune[activation]` ({e.name} is missing)."
         ) from e
 

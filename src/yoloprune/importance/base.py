@@ -2,7 +2,7 @@
 
 A criterion scores the channel classes of one group (higher = more important); it never slices
 modules. It returns the scores, or a `Ranking` when it also decides how many channels to keep
-(`--ratio auto`). Criteria register under a name with `@register("name")`; `CRITERIA` maps names
+(`ratio="auto"`). Criteria register under a name with `@register("name")`; `CRITERIA` maps names
 to them. Criteria that need data read `Context.evidence`, measured by the yolo layer.
 """
 
@@ -57,7 +57,7 @@ NEEDS: dict[str, frozenset[str]] = {}  # criterion name -> the `Evidence` fields
 
 
 def register(name: str, needs: frozenset[str] = frozenset()) -> Callable[[Criterion], Criterion]:
-    """Register a criterion under `name` (the value of `--importance`); `needs` names the
+    """Register a criterion under `name` (the value of the `importance` option); `needs` names the
     `Evidence` fields ("taylor", "samples") it reads, which the caller must measure first."""
 
     def add(fn: Criterion) -> Criterion:

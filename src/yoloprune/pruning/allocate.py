@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 import torch
@@ -29,22 +28,16 @@ from torch import nn
 from yoloprune._layers import slice_member
 from yoloprune._meta import meta_copy
 from yoloprune.bench.stats import count_flops, count_params, flops_by_module
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError
 from yoloprune.graph.adapter import PLAIN, ModelAdapter
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.graph.trace import Member
 from yoloprune.importance import Ranking
 from yoloprune.pruning.apply import apply_plan
+from yoloprune.pruning.options import Metric, PruneOptions
 
 TOLERANCE = 0.02  # a target is met when within 2% of it (relative)
 Measure = Callable[[frozenset[int]], tuple[int, int]]  # removed classes -> (params, FLOPs)
-
-
-class Metric(str, Enum):
-    """What a target counts (`--target-params`, `--target-flops`)."""
-
-    PARAMS = "params"
-    FLOPS = "flops"
 
 
 def fraction_of(size: np.ndarray | int, ratio: float) -> np.ndarray | int:
@@ -59,6 +52,11 @@ class Limits:
     max_ratio: float = 0.9
     min_channels: int = 1
     round_to: int = 1
+
+    @classmethod
+    def of(cls, options: PruneOptions) -> Limits:
+        """The limits `options` set."""
+        return cls(options.max_ratio, options.min_channels, options.round_to)
 
     def kept(self, size: np.ndarray, want: np.ndarray) -> np.ndarray:
         """`want` kept channels per group rounded to the nearest multiple of `round_to`, then raised
@@ -115,7 +113,7 @@ class Allocator:
         return self.limits.kept(self.sizes, self.sizes - fraction_of(self.sizes, knob))
 
     def chosen(self, keep: Sequence[int]) -> np.ndarray:
-        """The criterion's own kept counts (`--ratio auto`), within the limits."""
+        """The criterion's own kept counts (`ratio="auto"`), within the limits."""
         return self.limits.kept(self.sizes, np.array(keep, dtype=int))
 
     def removed(self, kept: np.ndarray) -> frozenset[int]:
@@ -268,12 +266,12 @@ def meet_target(
     floor = value(alloc.kept(alloc.span[1])) / original
     if floor > target * (1 + TOLERANCE):
         limits = alloc.limits
-        raise YoloPruneError(
-            f"--target-{metric.value} {target:g} cannot be reached: removing every prunable channel the "
-            f"limits allow (--max-ratio {limits.max_ratio:g}, --min-channels {limits.min_channels}, "
-            f"--round-to {limits.round_to}) leaves {floor:.3f} of the original {metric.value}. Ask for "
-            f"{np.ceil(floor * 100) / 100:.2f} or more, raise --max-ratio, or select more of the model "
-            "(--blocks/--layers)."
+        raise OptionError(
+            f"`target_{metric.value}={target:g}` cannot be reached: removing every prunable channel the "
+            f"limits allow (`max_ratio={limits.max_ratio:g}`, `min_channels={limits.min_channels}`, "
+            f"`round_to={limits.round_to}`) leaves {floor:.3f} of the original {metric.value}. Ask for "
+            f"{np.ceil(floor * 100) / 100:.2f} or more, raise `max_ratio`, or select more of the model "
+            "(`blocks`, `layers`)."
         )
     aim = goal
     for _ in range(3):
@@ -284,10 +282,10 @@ def meet_target(
             break
         aim += goal - reached  # ops the estimate does not scale: shift the aim by what it missed
     else:
-        raise YoloPruneError(
-            f"--target-{metric.value} {target:g}: the closest allocation reaches {reached / original:.3f} of "
-            f"the original {metric.value}, not within {TOLERANCE:.0%}; the steps are too coarse here. Lower "
-            "--round-to or select more of the model."
+        raise OptionError(
+            f"`target_{metric.value}={target:g}`: the closest allocation reaches {reached / original:.3f} "
+            f"of the original {metric.value}, not within {TOLERANCE:.0%}; the steps are too coarse here. "
+            "Lower `round_to` or select more of the model."
         )
     return kept, Budget(metric, target, float(estimate / original), float(reached / original), original)
 

@@ -1,127 +1,166 @@
-"""`PruneOptions`: how `choose` picks channels, validated up front with errors that name the flag."""
+"""`PruneOptions`: the one request type of a prune. Every option that decides which channels go is
+one field here, declared once with its default, help text and check (`yoloprune.declare`); the API
+takes it, a recipe holds it, a plan records it (`to_json` / `from_json`), and the command line
+generates its flags from it. Importable without torch: the command line's help reads these fields.
+
+Errors name fields (`OptionError`), never command-line flags; the CLI translates.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
 from enum import Enum
-from numbers import Integral
+from typing import Any, Literal
 
 from yoloprune._hardware import channel_multiple
-from yoloprune.errors import YoloPruneError
-from yoloprune.importance import CRITERIA, Aggregation
-from yoloprune.pruning.allocate import Limits, Metric
+from yoloprune.choices import Aggregation, criterion_names
+from yoloprune.declare import check, option, refuse_unknown, to_json
+from yoloprune.errors import OptionError
 
-AUTO = "auto"  # `--round-to auto`: this machine's channel block
+AUTO = "auto"  # `round_to="auto"`: this machine's channel block; `ratio="auto"`: the criterion decides
+DEFAULT_RATIO = 0.5  # what `ratio` is when neither it nor a target is given
 
 
 def resolve_round_to(value: int | str) -> int:
-    """`--round-to` as the integer a plan records: a positive integer as given, or "auto", the channel
+    """`round_to` as the integer a plan records: a positive integer as given, or "auto", the channel
     block of this machine's inference runtime (16 with AVX-512F, else 8; see `yoloprune._hardware`).
 
     Example:
         >>> resolve_round_to(8), resolve_round_to("auto") in (8, 16)
         (8, True)
     """
-    if value == AUTO:
-        return channel_multiple()
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise YoloPruneError(
-            f"--round-to must be a positive integer or auto, got {value!r}; e.g. 8, or auto for this "
-            "machine's channel block."
-        )
-    return int(value)
+    return PruneOptions(round_to=value).round_to
 
 
 class Allocation(str, Enum):
-    """How channels are spread over groups (`--global` picks global)."""
+    """How channels are spread over groups."""
 
     LOCAL = "local"  # the same fraction of every group
     GLOBAL = "global"  # one threshold on mean-normalised scores across all selected groups
 
 
-@dataclass(frozen=True)
-class PruneOptions:
-    """How to choose channels. `scope` holds module paths; None means every prunable group.
+class Metric(str, Enum):
+    """What a target counts (`target_params`, `target_flops`)."""
 
-    Exactly one of `ratio`, `target_flops` and `target_params` says how much to remove. The ratio is
-    each group's fraction (local) or the fraction of all selected channels (global); a target is the
-    fraction of the original FLOPs or params to keep, met within 2%. Strings are accepted for the
-    enums, as read back from a plan's JSON. `round_to="auto"` is resolved here, once, to this
-    machine's channel block (`resolve_round_to`), so the options and the plan hold the number.
+    PARAMS = "params"
+    FLOPS = "flops"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PruneOptions:
+    """How to choose channels; checked when made, so an instance is always valid.
+
+    How much: `ratio`, or one of `target_flops` and `target_params` (a fraction of the original to
+    keep, met within 2%); with none of them the ratio is 0.5. What: `blocks` and `layers` select
+    (module paths; neither: every prunable group), `exclude` pins layers. `round_to="auto"` is resolved
+    here, once, to this machine's channel block, so the options and the plan hold the number. Strings
+    are accepted for the enums, and lists for the tuples, as read back from JSON.
 
     Example:
-        >>> PruneOptions(ratio=None, target_flops=0.5, allocation="global").allocation
+        >>> PruneOptions(target_flops=0.5, allocation="global").allocation
         <Allocation.GLOBAL: 'global'>
+        >>> PruneOptions(0.3, blocks=[1, 2]).blocks
+        (1, 2)
+        >>> PruneOptions(max_ratio=2)
+        Traceback (most recent call last):
+        ...
+        yoloprune.errors.OptionError: max_ratio=2 is outside (0, 1]: it is the most any group may lose, ...
     """
 
-    ratio: float | str | None = 0.5  # or "auto": the criterion decides (see `Ranking.keep`)
-    importance: str = "l1"
-    round_to: int | str = 1  # or "auto"; always an int after construction
-    seed: int = 0
-    scope: tuple[str, ...] | None = None
-    exclude: tuple[str, ...] = ()
-    allocation: Allocation = Allocation.LOCAL
-    max_ratio: float = 0.9
-    min_channels: int = 1
-    target_flops: float | None = None
-    target_params: float | None = None
-    aggregation: Aggregation = Aggregation.MEAN
+    ratio: float | Literal["auto"] | None = option(
+        None,
+        kw_only=False,
+        help="fraction of each group's channels (global allocation: of all) to remove, e.g. 0.5; auto: "
+        "the act-* criteria choose each group's width",
+        within="[0, 1)",
+        why="it is the fraction of each group's channels to remove, so 0.5 removes half. Pass a value "
+        "such as 0.3",
+        kind="a fraction such as 0.5, or auto",
+        metavar="R|auto",
+    )
+    target_flops: float | None = option(
+        None,
+        help="keep this fraction of the original's FLOPs, e.g. 0.5 (met within 2%)",
+        within="(0, 1]",
+        why="it is the fraction of the original to keep, so 0.5 halves it",
+        metavar="F",
+    )
+    target_params: float | None = option(
+        None,
+        help="keep this fraction of the original's params, e.g. 0.5 (met within 2%)",
+        within="(0, 1]",
+        why="it is the fraction of the original to keep, so 0.5 halves it",
+        metavar="F",
+    )
+    importance: str = option("l1", help="channel ranking", choices=criterion_names)
+    aggregation: Aggregation = option(
+        Aggregation.MEAN,
+        help="combine a channel's values over the group's layers: mean of per-layer normalised or sum "
+        "of raw values",
+    )
+    allocation: Allocation = option(
+        Allocation.LOCAL,
+        help="global: rank channels across groups on mean-normalised scores instead of the same ratio "
+        "per group",
+    )
+    max_ratio: float = option(
+        0.9,
+        help="most any group loses",
+        within="(0, 1]",
+        why="it is the most any group may lose, e.g. 0.9",
+        metavar="R",
+    )
+    min_channels: int = option(1, help="fewest any group keeps", within="[1, inf)", metavar="N")
+    round_to: int | Literal["auto"] = option(
+        1,
+        help="keep a multiple of N channels per group; auto: 16 with AVX-512, else 8",
+        within="[1, inf)",
+        kind="a whole number such as 8, or auto",
+        metavar="N|auto",
+    )
+    seed: int = option(0, help="seed of every random choice", within="[0, 4294967295]", metavar="N")
+    blocks: tuple[int, ...] | None = option(
+        None, help="block indices (model.model[I])", within="[0, inf)", why="blocks count from 0", metavar="I"
+    )
+    layers: tuple[str, ...] | None = option(None, help="layer paths, e.g. model.2.cv1.conv", metavar="PATH")
+    exclude: tuple[str, ...] = option((), help="layers never to prune", metavar="PATH")
+    calib_images: int = option(
+        64, help="calibration images for taylor and act-*", within="[1, inf)", metavar="N"
+    )
+    calib_imgsz: int | None = option(
+        None,
+        help="calibration image size (default: the model's training size)",
+        within="[1, inf)",
+        metavar="N",
+    )
 
     def __post_init__(self) -> None:
-        for name, kind in (("allocation", Allocation), ("aggregation", Aggregation)):
-            try:
-                object.__setattr__(self, name, kind(getattr(self, name)))
-            except ValueError:
-                raise YoloPruneError(
-                    f"unknown {name} {getattr(self, name)!r}; choose one of "
-                    f"{', '.join(k.value for k in kind)}."
-                ) from None
-        if self.importance not in CRITERIA:
-            raise YoloPruneError(
-                f"unknown importance {self.importance!r}; choose one of {', '.join(sorted(CRITERIA))}."
-            )
-        object.__setattr__(self, "round_to", resolve_round_to(self.round_to))
-        if not 0.0 < self.max_ratio <= 1.0:
-            raise YoloPruneError(
-                f"--max-ratio {self.max_ratio} is outside (0, 1]: it is the most any group may lose, "
-                "e.g. 0.9."
-            )
-        if self.min_channels < 1:
-            raise YoloPruneError(f"--min-channels must be at least 1, got {self.min_channels}.")
+        check(self)
+        if self.round_to == AUTO:
+            object.__setattr__(self, "round_to", channel_multiple())
         self._check_amount()
 
     def _check_amount(self) -> None:
-        given = ((Metric.FLOPS, self.target_flops), (Metric.PARAMS, self.target_params))
-        targets = [(f"--target-{m.value}", t) for m, t in given if t is not None]
-        if len(targets) + (self.ratio is not None) != 1:
-            names = [name for name, _ in targets] + (["--ratio"] * (self.ratio is not None))
-            raise YoloPruneError(
-                f"give exactly one of --ratio, --target-flops and --target-params (got "
-                f"{', '.join(names) or 'none'})."
+        targets = [name for name in ("target_flops", "target_params") if getattr(self, name) is not None]
+        if len(targets) + (self.ratio is not None) > 1:
+            given = ["ratio"] * (self.ratio is not None) + targets
+            raise OptionError(
+                f"give one of `ratio`, `target_flops` and `target_params`, not {' and '.join(given)} "
+                f"({', '.join(f'`{name}={getattr(self, name)!r}`' for name in given)})."
             )
-        for name, t in targets:
-            if not (isinstance(t, (int, float)) and 0.0 < t <= 1.0):
-                raise YoloPruneError(
-                    f"{name} {t} is outside (0, 1]: it is the fraction of the original to keep, so 0.5 "
-                    "halves it."
-                )
-        if self.ratio is None:
-            return
-        if self.ratio == "auto":
+        if self.ratio is None and not targets:
+            object.__setattr__(self, "ratio", DEFAULT_RATIO)
+        if self.ratio == AUTO:
             if self.allocation is Allocation.GLOBAL:
-                raise YoloPruneError(
-                    "--ratio auto lets the criterion choose each group's width; it cannot be combined "
-                    "with --global. Pass a number such as --ratio 0.5, or drop --global."
+                raise OptionError(
+                    "`ratio='auto'` lets the criterion choose each group's width; it cannot be combined "
+                    "with `allocation='global'`. Pass a number such as `ratio=0.5`, or drop "
+                    "`allocation='global'`."
                 )
-        elif not (isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio < 1.0):
-            raise YoloPruneError(
-                f"--ratio {self.ratio} is outside [0, 1): it is the fraction of each group's channels to "
-                "remove, so 0.5 removes half. Pass a value such as 0.3."
-            )
-        elif self.allocation is Allocation.LOCAL and self.ratio > self.max_ratio:
-            raise YoloPruneError(
-                f"--ratio {self.ratio} removes more of each group than --max-ratio {self.max_ratio} "
-                f"allows; pass --max-ratio {self.ratio} as well if you mean it."
+        elif self.ratio is not None and self.allocation is Allocation.LOCAL and self.ratio > self.max_ratio:
+            raise OptionError(
+                f"`ratio={self.ratio!r}` removes more of each group than `max_ratio={self.max_ratio!r}` "
+                f"allows; pass `max_ratio={self.ratio!r}` as well if you mean it."
             )
 
     @property
@@ -131,12 +170,19 @@ class PruneOptions:
             return Metric.FLOPS, self.target_flops
         return None if self.target_params is None else (Metric.PARAMS, self.target_params)
 
-    @property
-    def limits(self) -> Limits:
-        return Limits(self.max_ratio, self.min_channels, self.round_to)
+    def to_json(self) -> dict[str, Any]:
+        """The options as plain JSON data (enums as their values, tuples as lists); `from_json` reads
+        them back equal.
 
-    def as_json(self) -> dict:
-        """The options as plain JSON data (enums as their values)."""
-        doc = asdict(self)
-        doc.update(allocation=self.allocation.value, aggregation=self.aggregation.value)
-        return doc
+        Example:
+            >>> o = PruneOptions(target_flops=0.5, blocks=(1, 2), round_to=8)
+            >>> o.to_json()["blocks"], PruneOptions.from_json(o.to_json()) == o
+            ([1, 2], True)
+        """
+        return to_json(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> PruneOptions:
+        """Options from `to_json`'s data; a missing key takes its default, an unknown one is refused."""
+        refuse_unknown(doc, (f.name for f in dataclasses.fields(cls)), "option keys")
+        return cls(**doc)

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from yoloprune._layers import output_weight
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.graph.groups import ChannelGraph, Group, covers
 from yoloprune.importance import CRITERIA, Context, Evidence, Ranking
 from yoloprune.progress import phase
-from yoloprune.pruning.allocate import Allocator, Budget, CostModel, Measure, meet_target
+from yoloprune.pruning.allocate import Allocator, Budget, CostModel, Limits, Measure, meet_target
 from yoloprune.pruning.options import Allocation, PruneOptions
 
 PLAN_VERSION = 1
@@ -38,53 +38,44 @@ class Plan:
     fingerprint: str = ""
     budget: Budget | None = field(default=None, compare=False)  # the target and what it reached
 
-    def to_json(self, source: str, options: dict) -> str:
+    def to_json(self, source: str, options: PruneOptions, **extra: object) -> str:
+        """The plan as JSON: the format version, `source`, the fingerprint, the `options` that chose
+        it (`plan_options` reads them back), the convs, the budget (with a target) and `extra` keys."""
         doc = {
             "version": PLAN_VERSION,
             "source": source,
             "fingerprint": self.fingerprint,
-            "options": options,
+            "options": options.to_json(),
             "convs": self.convs,
         }
         if self.budget is not None:
             doc["budget"] = self.budget.as_json()
-        return json.dumps(doc, indent=1)
+        return json.dumps({**doc, **extra}, indent=1)
 
 
-def recorded_options(text: str) -> dict:
-    """The choosing options stored in a plan's JSON (empty when it has none or is not JSON)."""
+def plan_options(text: str, where: str = "plan") -> PruneOptions:
+    """The options a plan's JSON records (`Plan.to_json`), as `PruneOptions`. A plan without them, or
+    text that is no JSON, gives the defaults: `load_plan` says what is wrong with it.
+
+    Older plans record `scope` (module paths), read as `layers`, and may hold a sensitivity plan's
+    `sensitivity` entry among the options (now beside them); a field they lack takes its default.
+    """
     try:
         options = json.loads(text).get("options")
     except (ValueError, AttributeError):
-        return {}
+        return PruneOptions()
     if not isinstance(options, dict):
-        return {}
-    keys = ("ratio", "importance", "round_to", "seed", "allocation", "max_ratio", "min_channels")
-    keys += ("target_flops", "target_params", "aggregation")  # absent from plans made before 0.2
-    found = {k: options[k] for k in keys if k in options}
-    wrong = [f"{k}={v!r}" for k, v in found.items() if isinstance(v, bool) or not isinstance(v, _OPTIONS[k])]
-    if wrong:
+        return PruneOptions()
+    options = {k: v for k, v in options.items() if k != "sensitivity"}
+    if "scope" in options:
+        options["layers"] = options.pop("scope")
+    try:
+        return PruneOptions.from_json(options)
+    except YoloPruneError as e:
         raise YoloPruneError(
-            f"the plan's options {', '.join(wrong)} have the wrong type, so yoloprune did not write it "
-            "or it was edited; write plans with `yoloprune prune --plan`."
-        )
-    found.update({k: tuple(options[k]) for k in ("scope", "exclude") if isinstance(options.get(k), list)})
-    return found
-
-
-_NUMBER = (int, float)
-_OPTIONS = {  # the JSON types of the options a plan records
-    "ratio": (*_NUMBER, str, type(None)),  # str: "auto"
-    "importance": str,
-    "round_to": int,
-    "seed": int,
-    "allocation": str,
-    "max_ratio": _NUMBER,
-    "min_channels": int,
-    "target_flops": (*_NUMBER, type(None)),
-    "target_params": (*_NUMBER, type(None)),
-    "aggregation": str,
-}
+            f"{where}'s options have the wrong type or value ({e}), so yoloprune did not write it or it was "
+            "edited; replay only plans that yoloprune wrote."
+        ) from e
 
 
 def fingerprint(graph: ChannelGraph) -> str:
@@ -136,13 +127,14 @@ def choose(
             ranking = CRITERIA[options.importance](ctx, group)
             ranked.append((group, ranking if isinstance(ranking, Ranking) else Ranking(ranking)))
             progress.advance()
-    alloc = Allocator(ranked, options.limits, options.allocation is Allocation.GLOBAL)
+    alloc = Allocator(ranked, Limits.of(options), options.allocation is Allocation.GLOBAL)
     budget = None
     if options.ratio == "auto":
         if any(r.keep is None for _, r in ranked):
-            raise YoloPruneError(
-                f"--ratio auto needs a criterion that chooses how many channels to keep (the act-* "
-                f"criteria); {options.importance} does not. Pass a number such as --ratio 0.5."
+            raise OptionError(
+                f"`ratio='auto'` needs a criterion that chooses how many channels to keep (the act-* "
+                f"criteria); `importance={options.importance!r}` does not. Pass a number such as "
+                "`ratio=0.5`."
             )
         kept = alloc.chosen([r.keep for _, r in ranked])
     elif options.target is not None:
@@ -181,7 +173,7 @@ def load_plan(graph: ChannelGraph, model: nn.Module, text: str, where: str = "pl
             raise TypeError("'convs' is not an object")
     except (ValueError, KeyError, TypeError) as e:
         raise YoloPruneError(
-            f"{where} is not a yoloprune plan ({e}); write one with `yoloprune prune --plan`."
+            f"{where} is not a yoloprune plan ({e}); replay only plans that yoloprune wrote."
         ) from e
     expected = doc.get("fingerprint")
     if expected and expected != fingerprint(graph):
@@ -218,7 +210,7 @@ def load_plan(graph: ChannelGraph, model: nn.Module, text: str, where: str = "pl
     if clash or removed & pinned:
         raise YoloPruneError(
             f"{where} removes channels of {', '.join(clash) or 'a pinned group'} without the layers "
-            "coupled to them (or touches a pinned group), so it would break the model. Make plans with "
-            "`yoloprune prune --plan` and do not edit coupled layers separately."
+            "coupled to them (or touches a pinned group), so it would break the model. Replay plans that "
+            "yoloprune wrote, and do not edit coupled layers separately."
         )
     return plan

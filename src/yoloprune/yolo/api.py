@@ -2,7 +2,7 @@
 
 Example:
     >>> import yoloprune
-    >>> result = yoloprune.prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])
+    >>> result = yoloprune.prune("yolov8n.yaml", yoloprune.PruneOptions(0.5, blocks=[1, 2, 3]))
     >>> result.save("pruned.pt")
     PosixPath('pruned.pt')
 """
@@ -13,7 +13,7 @@ import copy
 import difflib
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,12 +21,12 @@ from torch import nn
 
 from yoloprune._atomic import atomic_write
 from yoloprune.bench.stats import count_flops, count_params
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.graph.trace import TraceError, trace
 from yoloprune.progress import phase
 from yoloprune.pruning.allocate import measurer
-from yoloprune.pruning.plan import Plan, PruneOptions, choose, load_plan, recorded_options, select_groups
+from yoloprune.pruning.plan import Plan, PruneOptions, choose, load_plan, plan_options, select_groups
 from yoloprune.pruning.probe import probe
 from yoloprune.pruning.verify import (
     Equivalence,
@@ -73,13 +73,14 @@ def _suggest(name: str, choices: Iterable[str]) -> str:
     return f" Did you mean {', '.join(close)}?" if close else ""
 
 
-def check_layers(model: nn.Module, names: Iterable[str], flag: str) -> None:
-    """Refuse module paths the model does not have, suggesting the closest real ones."""
+def check_layers(model: nn.Module, names: Iterable[str], field: str) -> None:
+    """Refuse module paths the model does not have, suggesting the closest real ones; the error names
+    the option `field` ("layers", "exclude") they were given as."""
     modules = dict(model.named_modules())
     for name in names:
         if name not in modules:
-            raise YoloPruneError(
-                f"{flag} {name!r}: the model has no layer by that name.{_suggest(name, modules)} "
+            raise OptionError(
+                f"`{field}={name!r}`: the model has no layer by that name.{_suggest(name, modules)} "
                 "Run `yoloprune inspect MODEL` to list every layer's path."
             )
 
@@ -94,11 +95,11 @@ def scope_of(
     paths = []
     for b in blocks or ():
         if not 0 <= int(b) < n:
-            raise YoloPruneError(
-                f"--blocks {b}: this model has blocks 0 to {n - 1}; pick indices in that range."
+            raise OptionError(
+                f"`blocks={b}`: this model has blocks 0 to {n - 1}; pick indices in that range."
             )
         paths.append(adapter.block_path(int(b)))
-    check_layers(model, layers or (), "--layers")
+    check_layers(model, layers or (), "layers")
     return (*paths, *(layers or ()))
 
 
@@ -123,7 +124,7 @@ def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = Tr
 
     loaded = load_model(source)
     model, exclude = loaded.model, tuple(exclude)
-    check_layers(model, exclude, "--exclude")
+    check_layers(model, exclude, "exclude")
     example = ULTRALYTICS.example_inputs(model)
     try:
         with phase("tracing channel dependencies"):
@@ -167,8 +168,13 @@ class PruneResult:
     def failed(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if not c.ok)
 
+    @property
+    def scope(self) -> tuple[str, ...] | None:
+        """The module paths `options.blocks` and `options.layers` select (None: the whole model)."""
+        return scope_of(self.original, self.options.blocks, self.options.layers)
+
     def plan_json(self) -> str:
-        return self.plan.to_json(self.analysis.source, self.options.as_json())
+        return self.plan.to_json(self.analysis.source, self.options)
 
     def save(self, path: PathLike, format: str = "pt", *, plan: PathLike | None = None) -> Path:
         """Write the pruned model, and with `plan` its plan (JSON), only if every check passed.
@@ -179,14 +185,14 @@ class PruneResult:
         failure leaves neither. A failed check raises ChecksFailed (a YoloPruneError) and writes nothing.
 
         Example:
-            >>> r = prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])
+            >>> r = prune("yolov8n.yaml", PruneOptions(0.5, blocks=[1, 2, 3]))
             >>> r.save("pruned.pt", plan="plan.json")
             PosixPath('pruned.pt')
         """
         if not self.ok:
             raise ChecksFailed(self.failed)
         check_outputs(path, plan, format)
-        meta = {"source": self.analysis.source, "plan": self.plan.convs, "options": self.options.as_json()}
+        meta = {"source": self.analysis.source, "plan": self.plan.convs, "options": self.options.to_json()}
         if plan is not None:
             text = self.plan_json()
             atomic_write(plan, lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -259,38 +265,22 @@ def imgsz_of(analysis: Analysis) -> int:
 
 def prune(
     source: object,
-    ratio: float | str | None = None,
+    options: PruneOptions | None = None,
     *,
-    blocks: Iterable[int] | None = None,
-    layers: Iterable[str] | None = None,
-    exclude: Iterable[str] = (),
-    importance: str = "l1",
-    round_to: int | str = 1,
-    seed: int = 0,
+    data: str | os.PathLike[str] | None = None,
     plan: str | None = None,
     analysis: Analysis | None = None,
-    allocation: str = "local",
-    max_ratio: float = 0.9,
-    min_channels: int = 1,
-    target_flops: float | None = None,
-    target_params: float | None = None,
-    aggregation: str = "mean",
-    data: str | Path | None = None,
-    calib_images: int = 64,
-    calib_imgsz: int | None = None,
     check_onnx: bool = True,
 ) -> PruneResult:
-    """Prune whole coupled groups of `source` and prove the result against the masked original.
+    """Prune whole coupled groups of `source` as `options` say, and prove the result.
 
-    How much: `ratio` (0.5 when nothing is given), or `target_flops` / `target_params`, the fraction
-    of the original to keep (met within 2%, reported in `result.plan.budget`). `allocation="global"`
-    ranks channels across groups; see `PruneOptions` for the rest. `plan` (JSON text from an earlier
-    run) replays exact channel choices instead of choosing. A dry run is this call without `save`.
-    Data-driven criteria (`taylor`, `act-*`) measure `calib_images` images of the dataset YAML
-    `data` at `calib_imgsz` (default: the model's training size); `ratio="auto"` lets an act-*
-    criterion choose each group's width. Every pruned group keeps a multiple of `round_to` channels;
-    `round_to="auto"` is this machine's channel block (16 with AVX-512F, else 8), recorded in the
-    plan as that number.
+    `options` (a `PruneOptions`; default: ratio 0.5 of every prunable group) holds everything that
+    decides which channels go: how much (`ratio`, or `target_flops` / `target_params`, the fraction
+    of the original to keep, met within 2% and reported in `result.plan.budget`), what (`blocks`,
+    `layers`, `exclude`), the criterion and its limits. Data-driven criteria (`taylor`, `act-*`)
+    measure images of the dataset YAML `data`. `plan` (JSON text from `result.plan_json()`) replays
+    exact channel choices with the options it records, so it takes no `options`. `analysis` reuses
+    an `analyze` result of `source`. A dry run is this call without `save`.
 
     The result's `checks` record every proof: equivalence and structural (the pruned model against
     the masked original), a train step, and (unless `check_onnx=False`) the ONNX export; a check the
@@ -299,55 +289,50 @@ def prune(
     only then.
 
     Example:
-        >>> r = prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])
+        >>> r = prune("yolov8n.yaml", PruneOptions(0.5, blocks=[1, 2, 3]))
         >>> r.equivalence.ok, r.params
         (True, (3157200, 3133456))
-        >>> prune("yolov8n.yaml", "auto", importance="act-medoid", data="digits/data.yaml")  # doctest: +SKIP
-        >>> round(prune("yolov8n.yaml", target_flops=0.5, allocation="global").plan.budget.reached, 2)
+        >>> by_act = PruneOptions("auto", importance="act-medoid")
+        >>> prune("yolov8n.yaml", by_act, data="digits/data.yaml")  # doctest: +SKIP
+        >>> options = PruneOptions(target_flops=0.5, allocation="global")
+        >>> round(prune("yolov8n.yaml", options).plan.budget.reached, 2)
         0.5
-        >>> prune("yolov8n.yaml", target_flops=0.5, round_to="auto").options.round_to in (8, 16)
+        >>> blocked = PruneOptions(target_flops=0.5, round_to="auto")
+        >>> prune("yolov8n.yaml", blocked).options.round_to in (8, 16)
         True
     """
-    if ratio is None and target_flops is None and target_params is None:
-        ratio = 0.5
-    options = PruneOptions(
-        ratio,
-        importance,
-        round_to,
-        seed,
-        exclude=tuple(exclude),
-        allocation=allocation,
-        max_ratio=max_ratio,
-        min_channels=min_channels,
-        target_flops=target_flops,
-        target_params=target_params,
-        aggregation=aggregation,
-    )
+    if plan is not None:
+        if options is not None:
+            raise YoloPruneError(
+                "give options or a plan, not both: a plan replays the options it was made with."
+            )
+        options = plan_options(plan)
+    elif options is None:
+        options = PruneOptions()
+    elif not isinstance(options, PruneOptions):
+        raise TypeError(f"options must be a PruneOptions, e.g. PruneOptions(ratio=0.5); got {options!r}")
     a = analysis or analyze(source, exclude=options.exclude)
-    options = replace(options, scope=scope_of(a.model, blocks, layers))
     imgsz = imgsz_of(a)
     size_in = (ULTRALYTICS.example_inputs(a.model, seed=None)[0].new_zeros(1, 3, imgsz, imgsz),)
     if plan is not None:
         chosen = load_plan(a.graph, a.model, plan)
-        options = replace(options, **recorded_options(plan))
     else:
-        groups = select_groups(a.graph, options.scope)
+        groups = select_groups(a.graph, scope_of(a.model, options.blocks, options.layers))
         if not any(g.prunable for g in groups):
             raise YoloPruneError(
                 "nothing to prune: every group in the selection is pinned. " + _explain_all_pinned(groups)
             )
         measure = measurer(a.model, a.graph, size_in, ULTRALYTICS)
-        evidence = evidence_for(
-            a.model, a.graph, importance, data, groups, calib_images, calib_imgsz or imgsz
-        )
+        calib = (options.calib_images, options.calib_imgsz or imgsz)
+        evidence = evidence_for(a.model, a.graph, options.importance, data, groups, *calib)
         chosen = choose(a.graph, a.model, groups, options, evidence, inputs=size_in, measure=measure)
     original = a.model
-    inputs = ULTRALYTICS.example_inputs(original, seed=seed)
+    inputs = ULTRALYTICS.example_inputs(original, seed=options.seed)
     with phase("verification: the pruned model against the masked original"):
         pruned, widths, equivalence = prune_and_compare(
             original, a.graph, chosen.removed, inputs, ULTRALYTICS, measure_signal=True, own=True
         )
-        with excited(original, _excitation_batch(original, seed), seed):
+        with excited(original, _excitation_batch(original, options.seed), options.seed):
             _, _, structural = prune_and_compare(original, a.graph, chosen.removed, inputs, ULTRALYTICS)
     checks = (
         _equivalence_check("equivalence", equivalence, "on its own weights"),
@@ -410,7 +395,7 @@ def verify(original: object, pruned: object, plan: str, *, check_onnx: bool = Tr
     skips the ONNX export).
 
     Example:
-        >>> r = prune("yolov8n.yaml", ratio=0.5, blocks=[1, 2, 3])
+        >>> r = prune("yolov8n.yaml", PruneOptions(0.5, blocks=[1, 2, 3]))
         >>> _ = r.save("pruned.pt")
         >>> verify("yolov8n.yaml", "pruned.pt", r.plan_json()).ok
         True

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.importance import NEEDS, Evidence
 from yoloprune.progress import phase
@@ -66,7 +66,7 @@ def gather_evidence(
     if not need <= KINDS:
         raise ValueError(f"unknown evidence {sorted(need - KINDS)}; choose from {sorted(KINDS)}")
     if images < 1:
-        raise YoloPruneError(f"--calib-images {images}: need at least one calibration image.")
+        raise OptionError(f"`calib_images={images!r}`: need at least one calibration image.")
     check_imgsz(model, imgsz)
     work = copy.deepcopy(model)
     convs = producer_convs(work, graph.groups if groups is None else groups)
@@ -148,8 +148,8 @@ def _loss_gradients(
     """d(total loss)/d(activation) for every captured conv activation (zeros where unused)."""
     nc = int(model.nc)
     if len(batch["cls"]) and int(batch["cls"].max()) >= nc:
-        raise YoloPruneError(
-            f"--data {data_yaml} has class id {int(batch['cls'].max())} but the model predicts {nc} "
+        raise OptionError(
+            f"`data={str(data_yaml)!r}` has class id {int(batch['cls'].max())} but the model predicts {nc} "
             "classes, so its loss cannot score the labels. Calibrate on the dataset the model was trained "
             "(or will be fine-tuned) on."
         )
@@ -189,14 +189,14 @@ def evidence_for(
     if not needs:
         if data is not None:
             readers = ", ".join(sorted(n for n, fields in NEEDS.items() if fields))
-            raise YoloPruneError(
-                f"--data is only read by the data-driven criteria ({readers}); --importance {importance} "
-                "ranks channels from the weights alone. Drop --data or pick one of those."
+            raise OptionError(
+                f"`data` is only read by the data-driven criteria ({readers}); `importance={importance!r}` "
+                "ranks channels from the weights alone. Drop `data` or pick one of those."
             )
         return None
     if data is None:
-        raise YoloPruneError(
-            f"--importance {importance} ranks channels on calibration images; pass --data DATA.yaml (an "
-            "Ultralytics dataset YAML, e.g. from `yoloprune data digits --out digits`)."
+        raise OptionError(
+            f"`importance={importance!r}` ranks channels on calibration images; pass `data`, an "
+            "Ultralytics dataset YAML (e.g. one made by `yoloprune data digits --out digits`)."
         )
     return gather_evidence(model, graph, data, images, imgsz, needs, groups)

@@ -19,7 +19,7 @@ import os
 import shutil
 import statistics
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +28,18 @@ from yoloprune.bench.table import SPEED_KEY, Bench
 from yoloprune.errors import YoloPruneError
 from yoloprune.importance import CRITERIA
 from yoloprune.progress import format_duration
+from yoloprune.pruning.options import PruneOptions
 from yoloprune.text import plural
 from yoloprune.yolo import schedule
 from yoloprune.yolo.evaluate import bench, check_timing
-from yoloprune.yolo.recipe import Recipe, check_same, load_recipe, recipe_from_dict
+from yoloprune.yolo.recipe import Recipe, check_same, load_recipe, saved_sha256
 
 # The seed's "4 methods comparison": the three activation-clustering variants and BatchNorm gamma.
 DEFAULT_CRITERIA = ("act-maxweight", "act-medoid", "act-maxgamma", "bn")
 STATE_FILE = "compare-state.json"
 STATE_VERSION = 1
 OUTPUTS = ("compare.md", "compare.json", "compare.png")
-_DEFAULT_IMPORTANCE = next(f.default for f in fields(Recipe) if f.name == "importance")
+_DEFAULT_IMPORTANCE = PruneOptions().importance
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def _criteria(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
 def _with(recipe: Recipe, criterion: str) -> Recipe:
     """`recipe` with `criterion` as its importance, validated again (e.g. `ratio: auto` needs act-*)."""
     try:
-        return recipe_from_dict({**recipe.as_dict(), "importance": criterion})
+        return replace(recipe, options=replace(recipe.options, importance=criterion))
     except YoloPruneError as e:
         raise YoloPruneError(f"criterion {criterion}: {e}") from e
 
@@ -227,8 +228,8 @@ def _start(
         )
     recipes = [_with(recipe, name) for name in names]
     note = ""
-    if recipe.importance != _DEFAULT_IMPORTANCE:
-        note = f"; the recipe's importance {recipe.importance} is replaced by each criterion in turn"
+    if recipe.options.importance != _DEFAULT_IMPORTANCE:
+        note = f"; the recipe's importance {recipe.options.importance} is replaced by each criterion in turn"
     log(
         f"Comparing {plural(len(names), 'criterion', 'criteria')} ({', '.join(names)}) on one "
         f"{recipe.schedule.value} recipe{note}."
@@ -261,7 +262,8 @@ def _resume(
         names = tuple(state["criteria"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise YoloPruneError(f"Cannot read {path}: {e}. Start the comparison again in a new folder.") from e
-    if state.get("version") != STATE_VERSION or state.get("recipe_sha256") != saved.sha256():
+    belongs = state.get("recipe_sha256") == saved_sha256(folder / "recipe.yaml")  # as it was saved
+    if state.get("version") != STATE_VERSION or not belongs:
         raise YoloPruneError(
             f"{path} does not belong to {folder / 'recipe.yaml'} (was the recipe edited?); restore it or "
             "start a new comparison in another folder."

@@ -38,8 +38,8 @@ def block_costs(original: nn.Module, pruned: nn.Module, imgsz: int) -> list[Bloc
     `imgsz` x `imgsz`.
 
     Example:
-        >>> from yoloprune.yolo.api import prune
-        >>> r = prune("yolov8n.yaml", 0.5, blocks=[1])
+        >>> from yoloprune.yolo.api import PruneOptions, prune
+        >>> r = prune("yolov8n.yaml", PruneOptions(0.5, blocks=[1]))
         >>> block_costs(r.original, r.model, r.imgsz)[1].channels
         (32, 16)
     """

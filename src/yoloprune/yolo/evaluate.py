@@ -156,8 +156,8 @@ def bench(
     to stderr.
 
     Example:
-        >>> from yoloprune.yolo.api import prune
-        >>> _ = prune("best.pt", target_flops=0.5).save("pruned.pt")
+        >>> from yoloprune.yolo.api import PruneOptions, prune
+        >>> _ = prune("best.pt", PruneOptions(target_flops=0.5)).save("pruned.pt")
         >>> b = bench(["best.pt", "pruned.pt"], imgsz=64, runs=2, warmup=1)
         >>> round(b.ratios(b.rows[1])["flops"], 1)
         0.5

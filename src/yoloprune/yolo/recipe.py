@@ -19,19 +19,20 @@ so the saved copy holds the number and every step of a run, resumed ones too, ro
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from yoloprune.errors import YoloPruneError
-from yoloprune.pruning.options import AUTO, PruneOptions, resolve_round_to
+from yoloprune.declare import Spec, check, checked, option, refuse_unknown, spec_of
+from yoloprune.errors import OptionError, YoloPruneError, plain
+from yoloprune.pruning.options import AUTO, PruneOptions
 
 RECIPE_VERSION = 1
 # Training arguments a run sets for each fine-tune itself.
@@ -59,54 +60,72 @@ class LayerStep:
         return f"block {self.block}" if self.block is not None else self.layer or "?"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Recipe:
-    """A validated run description; build it with `load_recipe` or `recipe_from_dict`.
+    """A validated run description: the run's own fields, and the `PruneOptions` every pruning step
+    starts from (`options`). Build it with `load_recipe` or `recipe_from_dict`, which read the flat YAML
+    (the keys of `PruneOptions` beside the run's own; the run's `layers` is the layerwise list, so a
+    recipe's `options.layers` is always None).
 
     Example:
         >>> r = recipe_from_dict({"version": 1, "schedule": "oneshot", "model": "best.pt",
         ...                       "data": "digits/data.yaml", "target_flops": 0.5, "epochs": 10})
-        >>> r.schedule, r.target_flops, r.steps
+        >>> r.schedule, r.options.target_flops, r.steps
         (<Schedule.ONESHOT: 'oneshot'>, 0.5, 1)
     """
 
-    schedule: Schedule
-    model: str
-    data: str
-    ratio: float | str | None = None
-    target_flops: float | None = None
-    target_params: float | None = None
-    steps: int = 1
-    layers: tuple[LayerStep, ...] = ()
-    epochs: int = 0
-    final_epochs: int = 0
-    max_drop: float | None = None
-    blocks: tuple[int, ...] | None = None
-    exclude: tuple[str, ...] = ()
-    importance: str = "l1"
-    allocation: str = "local"
-    aggregation: str = "mean"
-    round_to: int = 1  # `round_to: auto` in YAML is resolved on reading
-    max_ratio: float = 0.9
-    min_channels: int = 1
-    calib_images: int = 64
-    teacher: str | None = None
-    distill_weight: float = 1.0
-    seed: int = 0
-    train: dict[str, Any] = field(default_factory=dict, hash=False)
-    version: int = RECIPE_VERSION
+    version: int = option(RECIPE_VERSION, help="the recipe format's version")
+    schedule: Schedule = option(help="how the run reaches its target")
+    model: str = option(help="the trained, unpruned model", metavar="BASELINE.pt")
+    data: str = option(help="dataset YAML for fine-tuning and validation", metavar="DATA.yaml")
+    options: PruneOptions = option(
+        help="how each pruning step chooses channels", default_factory=PruneOptions
+    )
+    steps: int = option(1, help="iterative: steps to reach the target", within="[1, inf)", metavar="N")
+    layers: tuple[LayerStep, ...] = option(
+        (), help="layerwise: blocks or layers, in order", metavar="I|PATH[:R]"
+    )
+    epochs: int = option(
+        0,
+        help="fine-tune epochs after each pruning step",
+        within="[0, inf)",
+        why="0 skips that fine-tune",
+        metavar="E",
+    )
+    final_epochs: int = option(
+        0, help="fine-tune epochs at the end", within="[0, inf)", why="0 skips that fine-tune", metavar="F"
+    )
+    max_drop: float | None = option(
+        None, help="iterative: stop when mAP50-95 falls more below the baseline", metavar="D"
+    )
+    teacher: str | None = option(None, help="distill the head outputs of this model", metavar="ORIGINAL.pt")
+    distill_weight: float = option(
+        1.0, help="distillation weight", within="(0, inf)", why="e.g. 1.0", metavar="W"
+    )
+    train: dict[str, Any] = option(
+        help="Ultralytics training arguments for every fine-tune", default_factory=dict, hash=False
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
+        _check(self)
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data, every field explicit (what `save` writes and `sha256` hashes)."""
-        doc = asdict(self)
-        doc["schedule"] = self.schedule.value
-        doc["layers"] = [{k: v for k, v in asdict(s).items() if v is not None} for s in self.layers]
-        doc["blocks"] = None if self.blocks is None else list(self.blocks)
-        doc["exclude"] = list(self.exclude)
-        return {"version": doc.pop("version"), **doc}
+        """Plain data, every field explicit, flat as in the YAML (what `save` writes and `sha256`
+        hashes; `recipe_from_dict` reads it back equal)."""
+        doc: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "options":
+                doc.update({k: v for k, v in value.to_json().items() if k not in OWN})
+            elif f.name == "layers":
+                doc["layers"] = [{k: v for k, v in vars(s).items() if v is not None} for s in value]
+            else:
+                doc[f.name] = value.value if isinstance(value, Enum) else value
+        return doc
 
     def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
+        return _sha256(self.as_dict())
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the recipe as YAML, atomically."""
@@ -117,28 +136,31 @@ class Recipe:
         )
         return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
-    def prune_options(self, ratio: float | str | None = None) -> PruneOptions:
-        """The pruning options of one step (`ratio` or this recipe's target)."""
-        target = (
-            {}
-            if ratio is not None
-            else {"target_flops": self.target_flops, "target_params": self.target_params}
-        )
-        return PruneOptions(
-            ratio if ratio is not None else self.ratio,
-            self.importance,
-            self.round_to,
-            self.seed,
-            exclude=self.exclude,
-            allocation=self.allocation,
-            max_ratio=self.max_ratio,
-            min_channels=self.min_channels,
-            aggregation=self.aggregation,
-            **target,
-        )
+    def step_options(self, ratio: float | str | None = None, **scope: Any) -> PruneOptions:
+        """The options of one pruning step: this recipe's, with the step's `ratio` when given, and
+        its `blocks` / `layers` (`scope`) when given."""
+        amount = {} if ratio is None else {"ratio": ratio, "target_flops": None, "target_params": None}
+        return replace(self.options, **amount, **scope)
 
 
-_FIELDS = {f.name for f in fields(Recipe)}
+OWN = frozenset(f.name for f in dataclasses.fields(Recipe)) - {"options"}  # the run's own keys
+OPTION_KEYS = frozenset(f.name for f in dataclasses.fields(PruneOptions)) - OWN  # read into options
+KEYS = OWN | OPTION_KEYS
+
+
+def _sha256(doc: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def saved_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of the recipe saved at `path` as its file holds it: what `Recipe.sha256` gave when it
+    was saved, by this or an earlier yoloprune (a run's state records it)."""
+    return _sha256(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+
+
+def yaml_words(name: str, value: str | None) -> str:
+    """How a recipe file names a field: `max_ratio: 0.5`, or the key alone (see `OptionError.worded`)."""
+    return name if value is None else f"{name}: {plain(value)}"
 
 
 def check_same(recipe: Recipe | None, saved: Recipe, folder: Path, kind: str) -> None:
@@ -147,8 +169,8 @@ def check_same(recipe: Recipe | None, saved: Recipe, folder: Path, kind: str) ->
     if recipe is None or recipe.sha256() == saved.sha256():
         return
     now, then = recipe.as_dict(), saved.as_dict()
-    keys = [key for key in now if now[key] != then[key]]
-    changed = [f"{key}: {then[key]!r} there, {now[key]!r} here" for key in keys]
+    keys = [key for key in now if now[key] != then.get(key)]
+    changed = [f"{key}: {then.get(key)!r} there, {now[key]!r} here" for key in keys]
     if "round_to" in keys:
         changed.append("(`round_to: auto` is the channel block of the machine that reads the recipe)")
     raise YoloPruneError(
@@ -159,7 +181,8 @@ def check_same(recipe: Recipe | None, saved: Recipe, folder: Path, kind: str) ->
 
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
-    """Read and validate a recipe YAML; relative paths in it are relative to its folder.
+    """Read and validate a recipe YAML; relative paths in it are relative to its folder. Errors name
+    the recipe's keys (`max_ratio: 2`).
 
     Example:
         >>> doc = {"version": 1, "schedule": "layerwise", "model": "best.pt", "data": "digits/data.yaml",
@@ -181,12 +204,15 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         )
     try:
         return recipe_from_dict(doc, base=path.parent)
+    except OptionError as e:
+        raise YoloPruneError(f"Recipe {path}: {e.worded(yaml_words)}") from e
     except YoloPruneError as e:
         raise YoloPruneError(f"Recipe {path}: {e}") from e
 
 
 def recipe_from_dict(doc: dict[str, Any], base: str | os.PathLike[str] = ".") -> Recipe:
-    """Validate a recipe given as plain data; relative paths are resolved against `base`.
+    """Validate a recipe given as flat data (`Recipe.as_dict`'s form); relative paths are resolved
+    against `base`. Errors are `OptionError`s where they name fields.
 
     Example:
         >>> r = recipe_from_dict({"version": 1, "schedule": "layerwise", "model": "best.pt",
@@ -194,125 +220,94 @@ def recipe_from_dict(doc: dict[str, Any], base: str | os.PathLike[str] = ".") ->
         >>> [(s.block, s.ratio) for s in r.layers]
         [(1, 0.5), (3, 0.25)]
     """
-    unknown = [k for k in doc if k not in _FIELDS]
-    if unknown:
-        hints = [f"{k!r}" + _close(k, _FIELDS) for k in unknown]
-        raise YoloPruneError(
-            f"unknown recipe keys {', '.join(hints)}; the keys are {', '.join(sorted(_FIELDS))}."
-        )
+    refuse_unknown(doc, KEYS, "recipe keys")
     if doc.get("version") != RECIPE_VERSION:
         raise YoloPruneError(
             f"version: {doc.get('version')!r}; this yoloprune reads recipe version {RECIPE_VERSION} "
             f"(put `version: {RECIPE_VERSION}` first in the recipe)."
         )
-    for key in ("schedule", "model", "data"):
-        if not isinstance(doc.get(key), str) or not doc[key]:
-            raise YoloPruneError(f"{key}: is required (a string); got {doc.get(key)!r}.")
-    try:
-        schedule = Schedule(doc["schedule"])
-    except ValueError:
-        raise YoloPruneError(
-            f"schedule: {doc['schedule']!r} is not a schedule; choose {', '.join(s.value for s in Schedule)}."
-        ) from None
-    base = Path(base)
-    values = dict(doc, schedule=schedule)
-    values["model"] = _absolute(doc["model"], base)
-    values["data"] = _absolute(doc["data"], base)
-    if doc.get("teacher") is not None:
-        values["teacher"] = _absolute(_typed(doc, "teacher", str), base)
-    for key in ("steps", "epochs", "final_epochs", "min_channels", "calib_images", "seed"):
-        if key in doc:
-            _typed(doc, key, int)
-    if "round_to" in doc:
-        values["round_to"] = _round_to(doc["round_to"])
-    for key in ("target_flops", "target_params", "max_drop", "max_ratio", "distill_weight"):
-        if doc.get(key) is not None:
-            values[key] = float(_typed(doc, key, (int, float)))
-    for key in ("importance", "allocation", "aggregation"):
-        if key in doc:
-            _typed(doc, key, str)
-    if doc.get("blocks") is not None:
-        values["blocks"] = tuple(_typed_list(doc, "blocks", int))
-    values["exclude"] = tuple(_typed_list(doc, "exclude", str)) if doc.get("exclude") is not None else ()
-    values["train"] = dict(_typed(doc, "train", dict)) if doc.get("train") is not None else {}
-    values["layers"] = tuple(
-        _layer_step(entry, i) for i, entry in enumerate(_typed_list(doc, "layers", object))
-    )
-    if doc.get("ratio") is not None and doc["ratio"] != "auto":
-        values["ratio"] = float(_typed(doc, "ratio", (int, float)))
-    recipe = _with_default_ratio(Recipe(**values))
-    _check(recipe)
-    return recipe
+    for f in dataclasses.fields(Recipe):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and doc.get(f.name) is None:
+            raise OptionError(f"`{f.name}` is required: {spec_of(f).help}.")
+    own = {k: v for k, v in doc.items() if k in OWN and v is not None}
+    options = {k: v for k, v in doc.items() if k in OPTION_KEYS}
+    schedule = checked("schedule", own["schedule"], Schedule, Spec(""))
+    amount = [k for k in ("ratio", "target_flops", "target_params") if options.get(k) is not None]
+    if schedule is not Schedule.LAYERWISE and not amount:
+        raise OptionError(
+            "give `ratio` or a target (`target_flops`, `target_params`): how much each pruning step removes."
+        )
+    layers = own.get("layers", [])
+    if not isinstance(layers, list):
+        raise OptionError(f"`layers={layers!r}` must be a list of blocks or layer paths.")
+    steps = tuple(_layer_step(entry, i, options.get("ratio")) for i, entry in enumerate(layers))
+    if steps and options.get("ratio") is None:  # layerwise: the entries' ratios, the first as the default
+        options["ratio"] = steps[0].ratio
+    own["layers"] = steps
+    recipe = Recipe(**own, options=PruneOptions.from_json(options))
+    paths = {k: _absolute(getattr(recipe, k), Path(base)) for k in ("model", "data", "teacher")}
+    return replace(recipe, **{k: v for k, v in paths.items() if v is not None})
 
 
 def _check(r: Recipe) -> None:
     """Cross-field rules; each message names the keys to change."""
-    for key in ("steps", "round_to", "min_channels", "calib_images"):
-        if getattr(r, key) < 1:
-            raise YoloPruneError(f"{key}: {getattr(r, key)} must be 1 or more.")
-    for key in ("epochs", "final_epochs"):
-        if getattr(r, key) < 0:
-            raise YoloPruneError(f"{key}: {getattr(r, key)} must be 0 or more (0 skips that fine-tune).")
-    if not 0 < r.distill_weight < float("inf"):
-        raise YoloPruneError(f"distill_weight: {r.distill_weight} must be a positive number, e.g. 1.0.")
     controlled = sorted(set(r.train) & set(RUN_CONTROLLED))
     if controlled:
-        raise YoloPruneError(
-            f"train: {', '.join(controlled)} are set by the run itself (fine-tunes go to RUN/train/stepK); "
-            "use the recipe's model:, data:, epochs: and final_epochs: instead."
+        raise OptionError(
+            f"`train`: {', '.join(controlled)} are set by the run itself (fine-tunes go to RUN/train/stepK); "
+            "use `model`, `data`, `epochs` and `final_epochs` instead."
         )
-    targets = [k for k in ("target_flops", "target_params") if getattr(r, k) is not None]
+    o = r.options
+    targets = [f"`{k}`" for k in ("target_flops", "target_params") if getattr(o, k) is not None]
     if r.schedule is Schedule.LAYERWISE:
         if not r.layers:
-            raise YoloPruneError(
-                "schedule: layerwise needs layers: an ordered list of blocks or layer paths."
+            raise OptionError(
+                "`schedule='layerwise'` needs `layers`: an ordered list of blocks or layer paths."
             )
-        if targets or r.steps != 1 or r.max_drop is not None or r.blocks is not None:
-            extra = [
-                *targets,
-                *(["steps"] if r.steps != 1 else []),
-                *(["max_drop"] * (r.max_drop is not None)),
-            ]
-            extra += ["blocks"] * (r.blocks is not None)
-            raise YoloPruneError(
-                f"schedule: layerwise takes one step per entry of layers: with its own ratio; remove "
-                f"{', '.join(extra)} (they belong to oneshot and iterative)."
+        extra = [*targets, *["`steps`"] * (r.steps != 1), *["`max_drop`"] * (r.max_drop is not None)]
+        extra += ["`blocks`"] * (o.blocks is not None)
+        if extra:
+            raise OptionError(
+                f"`schedule='layerwise'` takes one step per entry of `layers`, each with its own ratio; "
+                f"remove {', '.join(extra)} (they belong to oneshot and iterative)."
             )
         for i, step in enumerate(r.layers):
             if step.ratio is None:
-                raise YoloPruneError(
+                raise OptionError(
                     f"layers[{i}] ({step.label()}) has no ratio; give it one ({{block: {step.block}, ratio: "
-                    "0.5}) or set a default ratio: for every entry."
+                    "0.5}) or set a default `ratio` for every entry."
                 )
-            r.prune_options(step.ratio)
+            r.step_options(step.ratio)
         return
     if r.layers:
-        raise YoloPruneError(
-            f"layers: is for schedule: layerwise; schedule: {r.schedule.value} uses blocks:."
+        raise OptionError(
+            f"`layers` is for `schedule='layerwise'`; `schedule={r.schedule.value!r}` uses `blocks`."
         )
     if r.schedule is Schedule.ONESHOT and r.steps != 1:
-        raise YoloPruneError("steps: oneshot prunes in one step; use schedule: iterative for several.")
+        raise OptionError("`steps`: oneshot prunes in one step; use `schedule='iterative'` for several.")
     if r.max_drop is not None and (r.schedule is not Schedule.ITERATIVE or not 0 < r.max_drop < 1):
-        raise YoloPruneError(
-            f"max_drop: {r.max_drop}: an iterative schedule stops when mAP50-95 falls more than this below "
-            "the baseline (a fraction in (0, 1), e.g. 0.05); oneshot and layerwise do not take it."
+        raise OptionError(
+            f"`max_drop={r.max_drop!r}`: an iterative schedule stops when mAP50-95 falls more than this "
+            "below the baseline (a fraction in (0, 1), e.g. 0.05); oneshot and layerwise do not take it."
         )
-    if r.ratio == "auto":
-        raise YoloPruneError(
-            f"ratio: auto chooses widths per group; schedule: {r.schedule.value} needs a number or a target."
+    if o.ratio == AUTO:
+        raise OptionError(
+            f"`ratio='auto'` chooses widths per group; `schedule={r.schedule.value!r}` needs a number "
+            "or a target."
         )
-    r.prune_options()
 
 
-def _layer_step(entry: object, i: int) -> LayerStep:
-    """`3`, `"3:0.5"`, `"model.2.cv1.conv:auto"` or `{block: 3, ratio: 0.5}` / `{layer: ..., ratio: ...}`."""
+def _layer_step(entry: object, i: int, default: object = None) -> LayerStep:
+    """`3`, `"3:0.5"`, `"model.2.cv1.conv:auto"` or `{block: 3, ratio: 0.5}` / `{layer: ..., ratio: ...}`;
+    `default` is the ratio of an entry without one."""
     if isinstance(entry, int) and not isinstance(entry, bool):
-        return LayerStep(block=entry)
+        entry = {"block": entry}
     if isinstance(entry, str):
         name, _, ratio = entry.rpartition(":") if ":" in entry else (entry, "", "")
         entry = {"block" if name.isdigit() else "layer": int(name) if name.isdigit() else name}
         if ratio:
-            entry["ratio"] = ratio if ratio == "auto" else _number(ratio, f"layers[{i}]")
+            entry["ratio"] = ratio if ratio == AUTO else _number(ratio, f"layers[{i}]")
     if not isinstance(entry, dict) or set(entry) - {"block", "layer", "ratio"}:
         raise YoloPruneError(
             f"layers[{i}]: {entry!r} is not a layer step; write a block index (3), a layer path "
@@ -320,30 +315,15 @@ def _layer_step(entry: object, i: int) -> LayerStep:
         )
     if ("block" in entry) == ("layer" in entry):
         raise YoloPruneError(f"layers[{i}]: {entry!r} needs exactly one of block: and layer:.")
-    block, layer, ratio = entry.get("block"), entry.get("layer"), entry.get("ratio")
+    block, layer, ratio = entry.get("block"), entry.get("layer"), entry.get("ratio", default)
     if block is not None and (not isinstance(block, int) or isinstance(block, bool) or block < 0):
         raise YoloPruneError(f"layers[{i}]: block {block!r} must be a block index (0, 1, 2, ...).")
     if layer is not None and not isinstance(layer, str):
         raise YoloPruneError(f"layers[{i}]: layer {layer!r} must be a module path such as model.2.cv1.conv.")
-    if ratio is not None and ratio != "auto" and not isinstance(ratio, (int, float)):
+    number = isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
+    if ratio is not None and ratio != AUTO and not number:
         raise YoloPruneError(f"layers[{i}]: ratio {ratio!r} must be a fraction such as 0.5, or auto.")
-    return LayerStep(block, layer, float(ratio) if isinstance(ratio, (int, float)) else ratio)
-
-
-def _with_default_ratio(r: Recipe) -> Recipe:
-    """A layerwise recipe whose entries without a ratio take the recipe's `ratio`."""
-    if r.schedule is not Schedule.LAYERWISE or r.ratio is None:
-        return r
-    return replace(r, layers=tuple(s if s.ratio is not None else replace(s, ratio=r.ratio) for s in r.layers))
-
-
-def _round_to(value: object) -> int:
-    """`round_to:` a whole number (checked for range with the rest), or auto: this machine's block."""
-    if value == AUTO:
-        return resolve_round_to(AUTO)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise YoloPruneError(f"round_to: {value!r} must be a whole number such as 8, or auto.")
-    return value
+    return LayerStep(block, layer, float(ratio) if number else ratio)
 
 
 def _number(text: str, where: str) -> float:
@@ -353,37 +333,17 @@ def _number(text: str, where: str) -> float:
         raise YoloPruneError(f"{where}: ratio {text!r} must be a fraction such as 0.5, or auto.") from None
 
 
-def _typed(doc: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
-    value = doc[key]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-        names = " or ".join(k.__name__ for k in kinds)
-        raise YoloPruneError(f"{key}: {value!r} must be {'a mapping' if kind is dict else 'a ' + names}.")
-    return value
-
-
-def _typed_list(doc: dict[str, Any], key: str, kind: type) -> list[Any]:
-    value = doc.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
-        raise YoloPruneError(
-            f"{key}: {value!r} must be a list of {kind.__name__ if kind is not object else 'items'}."
-        )
-    return value
-
-
-def _absolute(path: str, base: Path) -> str:
+def _absolute(path: str | None, base: Path) -> str | None:
+    if path is None:
+        return None
     p = Path(os.path.expanduser(path))
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
-def _close(name: str, choices: set[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def recipe_from_cli(words: list[str], flags: dict[str, Any]) -> Recipe | None:
-    """The recipe of `yoloprune run`: a recipe YAML among `words`, or built from `flags` (None when
-    not given) plus the `key=value` training arguments among `words`; None when neither is given."""
+    """The recipe of `yoloprune run`: a recipe YAML among `words`, or built from `flags` (the recipe's
+    keys; None: not given) plus the `key=value` training arguments among `words`; None when neither
+    is given. Errors name the keys as fields (`OptionError`), for the command line to word as flags."""
     from yoloprune.yolo.finetune import parse_train_args
 
     given = {k: v for k, v in flags.items() if v is not None}
@@ -397,8 +357,8 @@ def recipe_from_cli(words: list[str], flags: dict[str, Any]) -> Recipe | None:
         raise YoloPruneError(f"give one recipe YAML, not {len(paths)} ({', '.join(paths)}).")
     if paths:
         if given or train:
-            names = [f"--{k.replace('_', '-')}" for k in given] + list(train)
-            raise YoloPruneError(
+            names = [f"`{k}`" for k in given] + list(train)
+            raise OptionError(
                 f"give a recipe or flags, not both: {paths[0]} already says what {', '.join(names)} would; "
                 "edit the recipe instead."
             )

@@ -29,7 +29,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from yoloprune._atomic import atomic_write
 from yoloprune.bench.stats import count_flops, count_params
 from yoloprune.errors import YoloPruneError
 from yoloprune.importance import NEEDS
+from yoloprune.pruning.options import Metric
 from yoloprune.text import plural
 from yoloprune.yolo import adapter, api
 from yoloprune.yolo.check import num_classes
@@ -55,7 +56,7 @@ from yoloprune.yolo.finetune import (
 from yoloprune.yolo.history import write_history
 from yoloprune.yolo.inventory import short_type
 from yoloprune.yolo.io import load_model, save_checkpoint
-from yoloprune.yolo.recipe import Recipe, Schedule, check_same, load_recipe
+from yoloprune.yolo.recipe import Recipe, Schedule, check_same, load_recipe, saved_sha256
 from yoloprune.yolo.transfer import rebuild_class_outputs
 
 STATE_VERSION = 1
@@ -64,6 +65,7 @@ Log = Callable[[str], None]
 # them: no learning-rate warm-up (by default at least 100 iterations from zero, most of a short step).
 # The run's last fine-tune keeps Ultralytics' defaults. Decisions, section 11.
 CONTINUED = {"warmup_epochs": 0}
+_METRIC_NAMES = {Metric.FLOPS: "FLOPs", Metric.PARAMS: "params"}
 
 
 @dataclass(frozen=True)
@@ -117,20 +119,20 @@ def plan(recipe: Recipe) -> list[Step]:
                 Step(len(steps), "prune", f"prune {s.label()}, ratio {s.ratio}", r.epochs, s.ratio, **scope)
             )
     else:
-        where = "every block" if r.blocks is None else "blocks " + ", ".join(map(str, r.blocks))
-        metric = "FLOPs" if r.target_flops is not None else "params"
-        target = r.target_flops if r.target_flops is not None else r.target_params
+        o = r.options
+        where = "every block" if o.blocks is None else "blocks " + ", ".join(map(str, o.blocks))
+        metric, target = o.target or (None, None)
         for k in range(1, r.steps + 1):
-            if r.ratio is not None:  # remove k/N of the ratio, as a fraction of what the last step left
-                ratio = 1 - (1 - r.ratio * k / r.steps) / (1 - r.ratio * (k - 1) / r.steps)
-                what = f"prune {where}, ratio {r.ratio}"
+            if o.ratio is not None:  # remove k/N of the ratio, as a fraction of what the last step left
+                ratio = 1 - (1 - o.ratio * k / r.steps) / (1 - o.ratio * (k - 1) / r.steps)
+                what = f"prune {where}, ratio {o.ratio}"
                 if r.steps > 1:
-                    what = f"prune {where}: {r.ratio * k / r.steps:.0%} of the channels removed in all"
-                steps.append(Step(k, "prune", what, r.epochs, ratio, blocks=r.blocks))
+                    what = f"prune {where}: {o.ratio * k / r.steps:.0%} of the channels removed in all"
+                steps.append(Step(k, "prune", what, r.epochs, ratio, blocks=o.blocks))
             else:
                 keep = target ** (k / r.steps)  # each step removes the same fraction of what is left
-                what = f"prune {where} to {keep:.0%} of the original {metric}"
-                steps.append(Step(k, "prune", what, r.epochs, keep=keep, blocks=r.blocks))
+                what = f"prune {where} to {keep:.0%} of the original {_METRIC_NAMES[metric]}"
+                steps.append(Step(k, "prune", what, r.epochs, keep=keep, blocks=o.blocks))
     if r.final_epochs:
         steps.append(Step(len(steps), "finetune", "final fine-tune", r.final_epochs))
     return steps
@@ -286,7 +288,8 @@ def _resume(recipe: Recipe | None, folder: Path) -> tuple[Recipe, dict[str, Any]
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise YoloPruneError(f"Cannot read {path}: {e}. The run cannot be resumed; start it again.") from e
-    if state.get("version") != STATE_VERSION or state.get("recipe_sha256") != saved.sha256():
+    belongs = state.get("recipe_sha256") == saved_sha256(folder / "recipe.yaml")  # as it was saved
+    if state.get("version") != STATE_VERSION or not belongs:
         raise YoloPruneError(
             f"{path} does not belong to {folder / 'recipe.yaml'} (was the recipe edited?); restore it or "
             "start a new run in another folder."
@@ -362,31 +365,18 @@ def _prune(
     step: Step, source: Path, recipe: Recipe, first: tuple[int, int], now: tuple[int, int]
 ) -> api.PruneResult | None:
     """Prune `source` as `step` says; None when a target step finds the target already met."""
-    amount: dict[str, Any] = {"ratio": step.ratio}
+    amount: dict[str, Any] = {"ratio": step.ratio, "target_flops": None, "target_params": None}
     if step.keep is not None:  # the target is a fraction of the original; prune takes one of the current
-        metric = 1 if recipe.target_flops is not None else 0
-        fraction = step.keep * first[metric] / now[metric]
+        metric = recipe.options.target[0]
+        which = 1 if metric is Metric.FLOPS else 0
+        fraction = step.keep * first[which] / now[which]
         if fraction >= 0.999:
             return None
-        amount = {"ratio": None, f"target_{'flops' if metric else 'params'}": fraction}
-    needs_data = bool(NEEDS.get(recipe.importance))
+        amount.update({"ratio": None, f"target_{metric.value}": fraction})
+    options = replace(recipe.options, **amount, blocks=step.blocks, layers=step.layers)
+    needs_data = bool(NEEDS.get(options.importance))
     try:
-        return api.prune(
-            str(source),
-            **amount,
-            blocks=step.blocks,
-            layers=step.layers,
-            exclude=recipe.exclude,
-            importance=recipe.importance,
-            round_to=recipe.round_to,
-            seed=recipe.seed,
-            allocation=recipe.allocation,
-            max_ratio=recipe.max_ratio,
-            min_channels=recipe.min_channels,
-            aggregation=recipe.aggregation,
-            data=recipe.data if needs_data else None,
-            calib_images=recipe.calib_images,
-        )
+        return api.prune(str(source), options, data=recipe.data if needs_data else None)
     except YoloPruneError as e:
         raise YoloPruneError(f"step {step.index} ({step.what}): {e}") from e
 
@@ -431,7 +421,7 @@ def _do_step(
                 distill_weight=recipe.distill_weight,
                 verbose=verbose,
                 log=lambda line: log(f"    {line}"),
-                **{"seed": recipe.seed, **(CONTINUED if continued else {}), **recipe.train},
+                **{"seed": recipe.options.seed, **(CONTINUED if continued else {}), **recipe.train},
                 project=str(folder.resolve() / "train"),
                 name=f"step{k}",
                 exist_ok=True,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from yoloprune.bench.table import pyplot, save_figure
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.graph.groups import Group
 from yoloprune.importance import CRITERIA, NEEDS, Context, Ranking
 from yoloprune.progress import Progress
@@ -203,9 +203,7 @@ def sensitivity(
         )
     ratios = tuple(sorted({float(r) for r in ratios}))
     if not ratios or not all(0.0 < r < 1.0 for r in ratios):
-        raise YoloPruneError(
-            f"--ratios {' '.join(map(str, ratios))}: give fractions in (0, 1), e.g. 0.1 0.3 0.5."
-        )
+        raise OptionError(f"`ratios={list(ratios)!r}`: give fractions in (0, 1), e.g. 0.1 0.3 0.5.")
     a = analysis or analyze(source, exclude=exclude)
     scope = scope_of(a.model, blocks, layers)
     groups = [g for g in select_groups(a.graph, scope) if g.prunable]
@@ -343,8 +341,8 @@ def plan_for_target(
         0.4987
     """
     if not 0.0 < target_flops <= 1.0:
-        raise YoloPruneError(
-            f"--target-flops {target_flops} is outside (0, 1]: the fraction of FLOPs to keep."
+        raise OptionError(
+            f"`target_flops={target_flops!r}` is outside (0, 1]: the fraction of FLOPs to keep."
         )
     graph, model = analysis.graph, analysis.model
     groups = []
@@ -374,10 +372,10 @@ def plan_for_target(
     measure = flops_measurer(model, graph, size_in, ULTRALYTICS)
     floor = measure(alloc.removed(alloc.kept(alloc.span[1])))[1] / s.flops
     if floor > target_flops * (1 + TOLERANCE):
-        raise YoloPruneError(
-            f"--target-flops {target_flops:g} cannot be reached from these curves: pruning every measured "
+        raise OptionError(
+            f"`target_flops={target_flops:g}` cannot be reached from these curves: pruning every measured "
             f"group to its largest measured ratio ({limits.max_ratio:g}) leaves {floor:.3f} of the FLOPs. "
-            "Measure more groups (--blocks/--layers) or larger --ratios, or ask for "
+            "Measure more groups (`blocks`, `layers`) or larger `ratios`, or ask for "
             f"{np.ceil(floor * 100) / 100:.2f} or more."
         )
     cost = CostModel.build(model, graph, size_in)
@@ -387,25 +385,17 @@ def plan_for_target(
 
 def plan_json(s: Sensitivity, plan: Plan, round_to: int | str = 1, min_channels: int = 1) -> str:
     """`plan` as the JSON `prune --plan-in` replays, recording the options and how it was made."""
-    limits_ratio = max(c.ratios[-1] for c in s.curves)
     options = PruneOptions(
-        None,
-        s.importance,
-        round_to,
-        scope=s.scope,
-        exclude=s.exclude,
-        max_ratio=limits_ratio,
-        min_channels=min_channels,
         target_flops=plan.budget.target if plan.budget else None,
-    ).as_json()
-    options["sensitivity"] = {
-        "data": s.data,
-        "metric": s.metric,
-        "images": s.images,
-        "imgsz": s.imgsz,
-        "ratios": list(s.curves[0].ratios),
-    }
-    return plan.to_json(s.source, options)
+        importance=s.importance,
+        round_to=round_to,
+        layers=s.scope,
+        exclude=s.exclude,
+        max_ratio=max(c.ratios[-1] for c in s.curves),
+        min_channels=min_channels,
+    )
+    made = {"data": s.data, "metric": s.metric, "images": s.images, "imgsz": s.imgsz}
+    return plan.to_json(s.source, options, sensitivity={**made, "ratios": list(s.curves[0].ratios)})
 
 
 def removed_per_group(s: Sensitivity, plan: Plan, analysis: Analysis) -> list[tuple[Curve, int]]:
