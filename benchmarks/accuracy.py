@@ -56,7 +56,7 @@ from _torch_pruning import magnitude_pruner, merge_back, split_free
 from yoloprune import PruneOptions, prune
 from yoloprune._atomic import atomic_write
 from yoloprune.bench.stats import count_flops
-from yoloprune.bench.table import pyplot, save_figure
+from yoloprune.plots import pyplot, save_figure
 from yoloprune.pruning.options import resolve_round_to
 from yoloprune.pruning.verify import masked_copy
 from yoloprune.yolo.data import make_digits

@@ -22,9 +22,10 @@ from yoloprune.graph.explain import Break, naive_breaks
 from yoloprune.graph.groups import ChannelGraph, Group, covers
 from yoloprune.graph.trace import Member
 from yoloprune.pruning.plan import select_groups
+from yoloprune.tables import markdown_table
 from yoloprune.text import plural, word
 from yoloprune.yolo.api import Analysis, scope_of
-from yoloprune.yolo.inventory import BlockInfo, ConvInfo, describe, inventory, markdown_table
+from yoloprune.yolo.inventory import BlockInfo, ConvInfo, describe, inventory
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yoloprune._atomic import atomic_write
 from yoloprune.bench.latency import Timing
-from yoloprune.errors import YoloPruneError
+from yoloprune.plots import pyplot, save_figure
 from yoloprune.runtimes import export_title
+from yoloprune.tables import markdown_table
 
 LATENCIES = {  # JSON key -> column title
     "ort_cpu_1_thread": "ORT CPU 1 thread",
@@ -139,7 +139,7 @@ class Bench:
             f"Speed-up: {first}'s latency over the model's; FLOPs reduction: {first}'s FLOPs over the "
             f"model's; sparsity: the fraction of {first}'s params removed."
         )
-        return "\n".join([*_markdown(titles, rows), "", legend]) + "\n"
+        return "\n".join([markdown_table(titles, rows), "", legend]) + "\n"
 
     def plot_gains(self, path: str | os.PathLike[str], labels: Sequence[str]) -> Path:
         """mAP50-95 against speed-up (one point per model, named by `labels`), and bars of accuracy and
@@ -251,7 +251,7 @@ class Bench:
             for key in (f"{k}_{m}" for k in scored for m in DEPLOYED_METRICS):
                 cells.append(cell(key, f"{values[key]:.3f}") if values.get(key) is not None else "n/a")
             rows.append(cells)
-        lines = _markdown(titles, rows)
+        lines = [markdown_table(titles, rows)]
         first = self.rows[0].name
         lines += ["", f"Ratios (0.50x) are each model's value over `{first}`'s (the first row)."]
         if self.settings.get("summary"):
@@ -293,13 +293,6 @@ class Bench:
         return sorted(points, key=lambda point: point[0])
 
 
-def _markdown(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """The lines of a Markdown table."""
-    return ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)] + [
-        "| " + " | ".join(r) + " |" for r in rows
-    ]
-
-
 def _bars(ax: Any, labels: Sequence[str], series: dict[str, list[float | None]], ylabel: str) -> None:
     """Grouped bars: one group per label, one bar per series (missing values left out)."""
     width = 0.8 / len(series)
@@ -315,28 +308,3 @@ def _bars(ax: Any, labels: Sequence[str], series: dict[str, list[float | None]],
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-
-
-def pyplot() -> Any:
-    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise YoloPruneError(
-            "plots need matplotlib; install it with `pip install matplotlib` (or `yoloprune[bench]`)."
-        ) from e
-    return plt
-
-
-def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
-    """Write a matplotlib figure atomically in the format its suffix names (.png, .svg, .pdf); close it."""
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    write: Callable[[Path], object] = lambda tmp: fig.savefig(tmp, format=fmt, dpi=120)  # noqa: E731
-    try:
-        return atomic_write(path, write)
-    finally:
-        pyplot().close(fig)

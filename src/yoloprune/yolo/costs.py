@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from yoloprune.bench.stats import count_params, flops_by_module
+from yoloprune.tables import text_table
 from yoloprune.yolo import adapter
-from yoloprune.yolo.inventory import short_type, text_table
+from yoloprune.yolo.inventory import short_type
 
 
 @dataclass(frozen=True)

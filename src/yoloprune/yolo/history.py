@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from yoloprune._atomic import atomic_write
-from yoloprune.yolo.inventory import text_table
+from yoloprune.errors import YoloPruneError
+from yoloprune.plots import pyplot
+from yoloprune.tables import text_table
 
 CSV_COLUMNS = (
     "step",
@@ -74,11 +76,8 @@ def write_history(
 def _plot(rows: Sequence[dict[str, Any]], title: str) -> bytes | None:
     """mAP50-95 and mAP50 against GFLOPs, one point per step, labelled with its number (PNG bytes)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-    except ImportError:
+        plt = pyplot()
+    except YoloPruneError:  # no matplotlib: the history goes without its plot
         return None
     gflops = [r["flops"] / 1e9 for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from yoloprune.tables import markdown_table, text_table
 from yoloprune.yolo import adapter
 from yoloprune.yolo.api import Analysis
 
@@ -140,28 +141,6 @@ def _counts(c: Sequence[int]) -> str:
 
 def _from(f: int | tuple[int, ...]) -> str:
     return ", ".join(map(str, f)) if isinstance(f, tuple) else str(f)
-
-
-def text_table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[int] = ()) -> str:
-    """An aligned plain-text table; columns in `right` are right-aligned (numbers)."""
-    cells = [[str(c) for c in r] for r in [headers, *rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-
-    def line(r: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        ).rstrip()
-
-    return "\n".join([line(cells[0]), line(["-" * w for w in widths]), *map(line, cells[1:])])
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub Markdown table; `|` inside cells is escaped."""
-
-    def line(r: Sequence[object]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |"
-
-    return "\n".join([line(headers), "|" + "---|" * len(headers), *map(line, rows)])
 
 
 def render_text(blocks: Sequence[BlockInfo]) -> str:

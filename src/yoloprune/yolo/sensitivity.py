@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from yoloprune.bench.table import pyplot, save_figure
 from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.graph.groups import Group
 from yoloprune.importance import CRITERIA, NEEDS, Context, Ranking
+from yoloprune.plots import pyplot, save_figure
 from yoloprune.progress import Progress
 from yoloprune.pruning.allocate import (
     TOLERANCE,
@@ -45,12 +45,12 @@ from yoloprune.pruning.allocate import measurer as flops_measurer
 from yoloprune.pruning.apply import apply_plan
 from yoloprune.pruning.options import PruneOptions, resolve_round_to
 from yoloprune.pruning.plan import Plan, plan_from_removed, select_groups
+from yoloprune.tables import text_table
 from yoloprune.text import plural
 from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import Analysis, analyze, imgsz_of, scope_of
 from yoloprune.yolo.calibrate import evidence_for
 from yoloprune.yolo.evaluate import ValLoss, accuracy
-from yoloprune.yolo.inventory import text_table
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 METRICS = {"loss": "validation loss", "map": "mAP50-95"}  # --metric -> what is measured
