@@ -1,12 +1,16 @@
-"""Latency realised: does a FLOPs cut become a CPU speed-up? yolov8s at 640, pruned to keep 70%, 50% and
-30% of its FLOPs (30%, 50%, 70% reductions), with widths rounded to multiples of 8 and without (the
-goal), and with `round_to="auto"` (this machine's channel block: 16 with AVX-512F, else 8).
+"""Latency realised: does a FLOPs cut become a CPU speed-up, on each CPU runtime? yolov8s at 640, pruned
+to keep 70%, 50% and 30% of its FLOPs (30%, 50%, 70% reductions), with widths rounded to multiples of 8
+and without (the goal), and with `round_to="auto"` (this machine's channel block: 16 with AVX-512F,
+else 8), timed in ONNX Runtime (1 thread and all threads) and OpenVINO (FP32 and INT8, 1 thread and
+all threads).
 
 Scope: yolov8s is built from its YAML (untrained: latency does not depend on the values) and analysed
 once; each variant is `PruneOptions(target_flops=T, allocation="global", round_to=R)` (l1 ranking). All ten
-models go through `yoloprune.yolo.evaluate.bench` together: Ultralytics' ONNX export (not simplified),
-ONNX Runtime on the CPU at batch 1, 1 thread and all threads, every model timed in turn (so load changes
-hit them alike), median of `--runs` after `--warmup`. For each pruned model:
+models go through `yoloprune.yolo.evaluate.bench` together, once per runtime: `runtime="ort"`
+(Ultralytics' ONNX export, not simplified) and `runtime="openvino", int8=True` (Ultralytics' OpenVINO
+export in FP32, and in INT8 by NNCF calibrated on 16 generated digit scenes: latency does not depend on
+the calibration images), at batch 1, every model timed in turn within a setting (so load changes hit
+them alike), median of `--runs` after `--warmup`. For each pruned model and setting:
     speed-up = latency(yolov8s) / latency(pruned);  FLOPs reduction = FLOPs(yolov8s) / FLOPs(pruned)
     realised = speed-up / FLOPs reduction  (1.0: latency falls exactly as FLOPs do; goal >= 0.9)
     padding = conv multiply-adds with every width padded up to the channel block, as ONNX Runtime's
@@ -37,7 +41,14 @@ MODEL = "yolov8s.yaml"
 KEEP = (0.7, 0.5, 0.3)  # fraction of FLOPs kept: 30%, 50%, 70% reductions
 ROUND_TO = (1, 8, "auto")
 GOAL = 0.9
-SETTINGS = {"ort_cpu_1_thread": "1 thread", "ort_cpu_all_threads": "all threads"}
+SETTINGS = {  # latency key -> column title
+    "ort_cpu_1_thread": "ORT 1 thread",
+    "ort_cpu_all_threads": "ORT all threads",
+    "openvino_cpu_fp32_1_thread": "OpenVINO FP32 1 thread",
+    "openvino_cpu_fp32_all_threads": "OpenVINO FP32 all threads",
+    "openvino_cpu_int8_1_thread": "OpenVINO INT8 1 thread",
+    "openvino_cpu_int8_all_threads": "OpenVINO INT8 all threads",
+}
 
 
 def cpu() -> str:
@@ -74,6 +85,7 @@ def padding(model: nn.Module, imgsz: int, block: int) -> float:
 def measure(runs: int, warmup: int) -> dict:
     from yoloprune._hardware import channel_multiple
     from yoloprune.yolo.api import PruneOptions, analyze, prune
+    from yoloprune.yolo.data import make_digits
     from yoloprune.yolo.evaluate import bench
 
     start = time.perf_counter()
@@ -98,16 +110,22 @@ def measure(runs: int, warmup: int) -> dict:
                         "padding": round(padding(r.model, 640, block), 4),
                     }
                 )
-        b = bench(paths, imgsz=640, runs=runs, warmup=warmup, tensorrt=False)
+        calib = make_digits(Path(work) / "digits", images=20, imgsz=160).yaml
+        runtimes = [
+            bench(paths, imgsz=640, runs=runs, warmup=warmup, runtime="ort"),
+            bench(paths, imgsz=640, runs=runs, warmup=warmup, runtime="openvino", int8=True, data=calib),
+        ]
+    b = runtimes[0]
     base = b.rows[0]
+    latency = [{k: t for r in runtimes for k, t in r.rows[i].latency.items()} for i in range(len(paths))]
     rows = []
-    for variant, row in zip(variants, b.rows[1:], strict=True):
+    for variant, row, timed in zip(variants, b.rows[1:], latency[1:], strict=True):
         flops_cut = base.flops / row.flops
         doc = {**variant, "flops": row.flops, "flops_reduction": round(flops_cut, 4), "params": row.params}
         for key in SETTINGS:
-            speedup = base.latency[key].median_ms / row.latency[key].median_ms
+            speedup = latency[0][key].median_ms / timed[key].median_ms
             doc[key] = {
-                "median_ms": round(row.latency[key].median_ms, 2),
+                "median_ms": round(timed[key].median_ms, 2),
                 "speedup": round(speedup, 4),
                 "realised": round(speedup / flops_cut, 4),
             }
@@ -118,10 +136,10 @@ def measure(runs: int, warmup: int) -> dict:
         "baseline": {
             "flops": base.flops,
             "params": base.params,
-            **{k: round(base.latency[k].median_ms, 2) for k in SETTINGS},
+            **{k: round(latency[0][k].median_ms, 2) for k in SETTINGS},
         },
         "variants": rows,
-        "settings": b.settings,
+        "settings": [r.settings for r in runtimes],
         "cpu": cpu(),
         "channel_block": block,
         "goal": GOAL,
@@ -132,37 +150,50 @@ def measure(runs: int, warmup: int) -> dict:
 def markdown(doc: dict) -> str:
     base = doc["baseline"]
     lines = [
-        "# Latency realised: ONNX Runtime CPU speed-up over FLOPs reduction",
+        "# Latency realised: CPU speed-up over FLOPs reduction, per runtime",
         "",
-        f"{doc['model']} at {doc['imgsz']}x{doc['imgsz']}, batch 1: {base['flops'] / 1e9:.2f} GFLOPs, "
-        f"{base['ort_cpu_1_thread']:.1f} ms on 1 thread, {base['ort_cpu_all_threads']:.1f} ms on all "
-        "threads. "
-        "Pruned with `PruneOptions(target_flops=T, allocation='global', round_to=R)`; realised = speed-up / "
-        "FLOPs "
-        f"reduction (goal >= {doc['goal']}); padding = conv work with widths padded to the channel block "
-        f"({doc['channel_block']}), as ONNX Runtime's NCHWc layout runs them, over the model's own.",
+        f"{doc['model']} at {doc['imgsz']}x{doc['imgsz']}, batch 1: {base['flops'] / 1e9:.2f} GFLOPs; "
+        + ", ".join(f"{title} {base[key]:.1f} ms" for key, title in SETTINGS.items())
+        + ". Pruned with `PruneOptions(target_flops=T, allocation='global', round_to=R)`; realised = "
+        f"speed-up / FLOPs reduction (goal >= {doc['goal']}, **below** it in bold); padding = conv work "
+        f"with widths padded to the channel block ({doc['channel_block']}), as the CPU runtimes' blocked "
+        "layouts run them, over the model's own. Each cell: speed-up over yolov8s in the same setting, "
+        "then realised.",
         "",
-        "| FLOPs cut | round-to | GFLOPs | FLOPs reduction | padding | 1 thread ms | speed-up | realised "
-        "| all threads ms | speed-up | realised |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| FLOPs cut | round-to | GFLOPs | FLOPs reduction | padding | "
+        + " | ".join(SETTINGS.values())
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(SETTINGS),
+    ]
+    ms = [
+        "| model | " + " | ".join(f"{t} ms" for t in SETTINGS.values()) + " |",
+        "|---|" + "---|" * len(SETTINGS),
+        f"| {doc['model']} | " + " | ".join(f"{base[k]:.1f}" for k in SETTINGS) + " |",
     ]
     for v in doc["variants"]:
         resolved = v["round_to_resolved"]
+        rounding = str(resolved) if v["round_to"] == resolved else f"{v['round_to']} ({resolved})"
         cells = [
             f"{v['reduction']:.0%}",
-            str(resolved) if v["round_to"] == resolved else f"{v['round_to']} ({resolved})",
+            rounding,
             f"{v['flops'] / 1e9:.2f}",
             f"{v['flops_reduction']:.2f}x",
             f"{v['padding']:.3f}x",
         ]
         for key in SETTINGS:
             t = v[key]
-            mark = "" if t["realised"] >= doc["goal"] else " (below goal)"
-            cells += [f"{t['median_ms']:.1f}", f"{t['speedup']:.2f}x", f"**{t['realised']:.3f}**{mark}"]
+            realised = f"{t['realised']:.3f}" if t["realised"] >= doc["goal"] else f"**{t['realised']:.3f}**"
+            cells.append(f"{t['speedup']:.2f}x, {realised}")
         lines.append("| " + " | ".join(cells) + " |")
+        name = f"{v['reduction']:.0%} cut, round-to {rounding}"
+        ms.append(f"| {name} | " + " | ".join(f"{v[k]['median_ms']:.1f}" for k in SETTINGS) + " |")
     lines += [
         "",
-        doc["settings"]["summary"],
+        "Median latency, ms:",
+        "",
+        *ms,
+        "",
+        *(s["summary"] for s in doc["settings"]),
         f"CPU: {doc['cpu']}.",
         f"Total {doc['seconds']} s. Generated by benchmarks/latency.py.",
         "",
