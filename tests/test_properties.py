@@ -76,7 +76,7 @@ def check_plain(spec: tuple, plan: tuple[float | None, int]) -> None:
     graph = build_groups(trace(model, X, ULTRALYTICS))
     assert_pins_explained(graph, allowed_pins(spec))
     removed = random_removal(graph, model, *plan)
-    text = plan_from_removed(graph, model, removed).to_json("net", {})
+    text = plan_from_removed(graph, model, removed).to_json("net", PruneOptions())
     assert load_plan(graph, model, text).removed == removed  # the JSON round trip is exact
     pruned, _, eq = prune_and_compare(model, graph, removed, X, ULTRALYTICS)
     assert eq.ok, f"pruned model differs from the masked original: {eq}"
