@@ -176,7 +176,7 @@ def test_openvino_is_validated_in_the_precision_it_is_timed_in():
     ov = pytest.importorskip("openvino")
     model = ov.convert_model(torch.nn.Conv2d(3, 8, 3).eval(), example_input=torch.zeros(1, 3, 16, 16))
     original = ov.Core
-    with deploy._openvino_fp32():
+    with deploy.as_timed(Setting(Runtime.OPENVINO, Precision.INT8)):
         compiled = ov.Core().compile_model(model, "CPU")  # as Ultralytics' backend makes its own Core
         assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
     assert ov.Core is original

@@ -1,12 +1,13 @@
 """Models as deployed: the file Ultralytics' exporter writes for a runtime and precision (ONNX, OpenVINO
-IR in FP32 or INT8, TensorRT engines in FP16 or INT8), and its accuracy by Ultralytics' validator.
+IR in FP32 or INT8, TensorRT engines in FP16 or INT8), and how Ultralytics' validator runs that file.
 
-Scope: checkpoint in, exported file out, and its box metrics on a dataset's val split; timing is
-`bench.latency`. INT8 is Ultralytics' post-training quantization (`quantize=8`; NNCF for OpenVINO,
-TensorRT's calibrator for engines), calibrated on up to `CALIBRATION_IMAGES` images of the dataset's
-train split (its val split where it has no train split): the val split that scores the model is not
-the one its ranges were fitted on, where the dataset allows. OpenVINO is validated as it is timed:
-FP32 arithmetic wherever the model is not quantized (see `bench.latency`).
+Scope: checkpoint in, exported file out; the settings `bench` measures, checked first (`columns`);
+the device and precision the validator runs a file in (`device`, `as_timed`; the metrics are
+`evaluate.accuracy`'s); timing is `bench.latency`. INT8 is Ultralytics' post-training quantization
+(`quantize=8`; NNCF for OpenVINO, TensorRT's calibrator for engines), calibrated on up to
+`CALIBRATION_IMAGES` images of the dataset's train split (its val split where it has no train split):
+the val split that scores the model is not the one its ranges were fitted on, where the dataset allows.
+OpenVINO is validated as it is timed: FP32 arithmetic wherever the model is not quantized.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from yoloprune.errors import OptionError, YoloPruneError, first_line
 from yoloprune.runtimes import PACKAGES, Precision, Runtime, Setting, require, runtime_of, settings
 from yoloprune.yolo.check import export_onnx
 from yoloprune.yolo.data import yolo_dataset
-from yoloprune.yolo.finetune import Metrics, evaluate
 from yoloprune.yolo.io import model_task
 from yoloprune.yolo.quiet import quiet
 
@@ -145,31 +145,24 @@ def calibration(data: str | os.PathLike[str] | None, task: str, imgsz: int) -> d
     return {"data": str(data), "split": split, "fraction": min(1.0, CALIBRATION_IMAGES / len(dataset))}
 
 
-def accuracy(
-    exported: Path, setting: Setting, data: str | os.PathLike[str], imgsz: int, batch: int = 16
-) -> Metrics:
-    """Box metrics of an exported file on the val split of `data`, by Ultralytics' validator running
-    it in `setting`'s runtime (`YOLO(exported).val(...)`, as a user would).
+def device(setting: Setting) -> str | int:
+    """The device Ultralytics runs `setting`'s file on: the first GPU for TensorRT, else the CPU."""
+    return 0 if setting.runtime is Runtime.TENSORRT else "cpu"
+
+
+def as_timed(setting: Setting) -> contextlib.AbstractContextManager:
+    """A block in which Ultralytics runs `setting`'s file as `bench.latency` times it: OpenVINO in FP32
+    arithmetic wherever the model is not quantized; the other runtimes as they are.
 
     Example:
+        >>> from yoloprune.yolo.evaluate import accuracy
         >>> setting = Setting(Runtime.OPENVINO, Precision.INT8)
         >>> folder = export(Path("best.pt"), setting, 64, "digits/data.yaml")
-        >>> 0 <= accuracy(folder, setting, "digits/data.yaml", 64).map50 <= 1
+        >>> with as_timed(setting):
+        ...     0 <= accuracy(folder, "digits/data.yaml", 64, device=device(setting)).map50 <= 1
         True
     """
-    device = 0 if setting.runtime is Runtime.TENSORRT else "cpu"
-    fp32 = _openvino_fp32() if setting.runtime is Runtime.OPENVINO else contextlib.nullcontext()
-    try:
-        with fp32:
-            return evaluate(exported, data, imgsz=imgsz, batch=batch, device=device)
-    except YoloPruneError:
-        raise
-    except Exception as e:
-        raise YoloPruneError(
-            f"data={data}: Ultralytics could not validate {exported} on it ({first_line(e)}). Pass an "
-            "Ultralytics dataset YAML with a val: split for the model's task; yoloprune never downloads "
-            "datasets."
-        ) from e
+    return _openvino_fp32() if setting.runtime is Runtime.OPENVINO else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -192,15 +185,10 @@ def _openvino_fp32() -> Iterator[None]:
         ov.Core = original
 
 
-@contextlib.contextmanager
-def _quiet_nncf(used: bool) -> Iterator[None]:
+def _quiet_nncf(used: bool) -> contextlib.AbstractContextManager:
     """NNCF's info lines (one per operation it leaves unquantized) hidden inside the block, if `used`."""
-    if used:
-        import nncf  # noqa: F401  (its import sets its logger's level, so it comes first)
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+    if not used:
+        return contextlib.nullcontext()
+    import nncf  # noqa: F401  (its import sets its logger's level, so it comes first)
+
+    return quiet(logging.getLogger("nncf"))

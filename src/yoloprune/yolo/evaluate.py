@@ -36,10 +36,15 @@ from yoloprune.yolo.io import load_model, save_checkpoint
 
 
 def accuracy(
-    model: nn.Module | str | os.PathLike[str], data: str | os.PathLike[str], imgsz: int = 640, batch: int = 16
+    model: nn.Module | str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    imgsz: int = 640,
+    batch: int = 16,
+    device: str | int | None = None,
 ) -> Metrics:
-    """Box mAP50-95, mAP50, precision and recall of `model` (a module or a .pt file) on the val split
-    of the dataset YAML `data`, by Ultralytics' validator at `imgsz` (`finetune.evaluate`).
+    """Box mAP50-95, mAP50, precision and recall of `model` (a module, a .pt file, or a file Ultralytics
+    exported, run on `device`) on the val split of the dataset YAML `data`, by Ultralytics' validator
+    at `imgsz` (`finetune.evaluate`).
 
     Example:
         >>> 0 <= accuracy("best.pt", "digits/data.yaml", imgsz=64).map50_95 <= 1
@@ -49,7 +54,7 @@ def accuracy(
         if isinstance(model, nn.Module):
             model = save_checkpoint(model, Path(work) / "model.pt")
         try:
-            return evaluate(model, data, imgsz=imgsz, batch=batch, workdir=work)
+            return evaluate(model, data, imgsz=imgsz, batch=batch, device=device, workdir=work)
         except YoloPruneError:
             raise
         except Exception as e:
@@ -190,7 +195,8 @@ def bench(
                 made[key] = Export(_size(files[key][-1]))
                 if scored and runtime is not None:
                     p.start(f"{item.source}: validate the {export_title(key)} file on {data}")
-                    metrics = deploy.accuracy(files[key][-1], setting, data, imgsz, batch)
+                    with deploy.as_timed(setting):
+                        metrics = accuracy(files[key][-1], data, imgsz, batch, deploy.device(setting))
                     made[key] = replace(made[key], accuracy=asdict(metrics))
             acc = None
             if scored and runtime is None:

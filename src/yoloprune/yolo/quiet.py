@@ -1,5 +1,6 @@
 """Ultralytics without its chatter: `quiet()` hides its info logging (model summaries, dataset scans)
-for a block and keeps its warnings. The one place yoloprune turns Ultralytics' logger down."""
+for a block and keeps its warnings. The one place yoloprune turns Ultralytics' logger down (and any
+other library's logger it names, e.g. NNCF's)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,17 @@ from ultralytics.utils import LOGGER
 
 
 @contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Hide Ultralytics' info logging inside the block, keep its warnings; the level is restored after.
+def quiet(logger: logging.Logger = LOGGER) -> Iterator[None]:
+    """Hide `logger`'s info logging (Ultralytics' by default) inside the block, keep its warnings; the
+    level is restored after.
 
     Example:
         >>> with quiet():
         ...     LOGGER.info("a model summary nobody asked for")
     """
-    level = LOGGER.level
-    LOGGER.setLevel(logging.WARNING)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        LOGGER.setLevel(level)
+        logger.setLevel(level)
