@@ -17,7 +17,7 @@ $(BIN)/yoloprune: pyproject.toml
 install: $(BIN)/yoloprune
 
 demo: install
-	$(BIN)/python -m yoloprune.demo
+	$(BIN)/python -m yoloprune.cli.demo
 
 test: install
 	$(BIN)/python -m pytest -q

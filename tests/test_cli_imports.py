@@ -1,5 +1,5 @@
 """`yoloprune --help`, each command's `--help` and argument errors answer without loading torch or
-Ultralytics (seconds of imports): `cli.py` imports nothing heavy, commands import the library lazily."""
+Ultralytics (seconds of imports): the parser imports nothing heavy, commands import the library lazily."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from yoloprune.importance import CRITERIA, Aggregation
 SCRIPT = textwrap.dedent(
     """
     import argparse, contextlib, io, json, sys
-    from yoloprune import cli
+    from yoloprune.cli import parser as cli
 
     commands = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
     argvs = [["--help"], [], ["bogus"], ["prune", "m.yaml"], ["prune", "m.yaml", "--ratio", "x"]]

@@ -143,7 +143,7 @@ def test_a_command_keeps_stdout_for_its_document(capsys):
     stdout; afterwards the logger writes where it wrote before."""
     from ultralytics.utils import LOGGER
 
-    from yoloprune import _commands
+    from yoloprune.cli import commands as _commands
 
     before = [getattr(h, "stream", None) for h in LOGGER.handlers]  # pytest may add a stream-less one
     with _commands.document_on_stdout():

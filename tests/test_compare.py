@@ -205,7 +205,7 @@ def test_cli_resume_of_a_finished_comparison_measures_again(compared, tmp_path, 
 
 
 def test_run_and_compare_share_the_recipe_flags() -> None:
-    from yoloprune.cli import _parser
+    from yoloprune.cli.parser import _parser
     from yoloprune.yolo.recipe import KEYS
 
     sub = next(a for a in _parser()._actions if a.dest == "command").choices
@@ -244,6 +244,6 @@ def test_compare_exits_3_when_a_criterion_did_not_reach_its_target(monkeypatch, 
 
 
 def _help(command: str) -> str:
-    from yoloprune.cli import _parser
+    from yoloprune.cli.parser import _parser
 
     return next(a for a in _parser()._actions if a.dest == "command").choices[command].format_help()

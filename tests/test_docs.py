@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 import yoloprune
-from yoloprune import cli
+from yoloprune.cli import parser as cli
 
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

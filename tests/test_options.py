@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from yoloprune import cli
+import yoloprune
 from yoloprune.cli import main
+from yoloprune.cli import parser as cli
 from yoloprune.declare import spec_of
 from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.pruning.options import Allocation, PruneOptions
@@ -21,7 +22,7 @@ from yoloprune.pruning.plan import plan_options
 from yoloprune.yolo.api import prune  # loads Ultralytics before any output is captured
 from yoloprune.yolo.recipe import KEYS
 
-ENGINE = [Path(cli.__file__).parent / name for name in ("graph", "importance", "pruning")]
+ENGINE = [Path(yoloprune.__file__).parent / name for name in ("graph", "importance", "pruning")]
 FLAG = re.compile(r"(?<![\w-])--[a-z]")
 
 

@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from yoloprune import _hardware
-from yoloprune.cli import _parser, main
+from yoloprune.cli import main
+from yoloprune.cli.parser import _parser
 from yoloprune.errors import YoloPruneError
 from yoloprune.pruning.allocate import Limits
 from yoloprune.pruning.options import PruneOptions, resolve_round_to

@@ -1,4 +1,4 @@
-"""What each `yoloprune` subcommand does, given its parsed arguments (`cli.py` defines the arguments).
+"""What each `yoloprune` subcommand does, given its parsed arguments (`cli/parser.py` defines the arguments).
 
 Each `cmd_*` function runs one subcommand and returns its exit code; library imports happen inside
 them, so `yoloprune --help` stays fast. Outputs are written atomically.

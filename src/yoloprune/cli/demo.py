@@ -1,4 +1,4 @@
-"""`python -m yoloprune.demo` (`make demo`): the seed question answered, end to end, on yolov8s.
+"""`python -m yoloprune.cli.demo` (`make demo`): the seed question answered, end to end, on yolov8s.
 
 A user pruned "Block 1, 2, 3" of yolov8s layer by layer, hit channel mismatches everywhere and
 concluded only block 1 could be pruned. This demo runs the CLI on the same model: the inventory,
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from yoloprune.cli import main as cli
+from yoloprune.cli.parser import main as cli
 from yoloprune.errors import YoloPruneError
 from yoloprune.yolo.api import excited_copy
 from yoloprune.yolo.io import load_model, save_checkpoint

@@ -46,9 +46,9 @@ from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
 from typing import Any, Literal
 
-from yoloprune import _commands as commands
 from yoloprune import progress
 from yoloprune.choices import CRITERIA_NAMES
+from yoloprune.cli import commands
 from yoloprune.declare import arms, describe, enum_of, hints, spec_of
 from yoloprune.errors import OptionError, YoloPruneError, plain
 from yoloprune.pruning.options import PruneOptions
@@ -351,7 +351,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(AttributeError, OSError, ValueError):  # no file descriptor: nothing to do
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes it at exit
         return BROKEN_PIPE
-
-
-if __name__ == "__main__":
-    sys.exit(main())
