@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from yoloprune._atomic import atomic_write
+from yoloprune.atomic import atomic_write
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -54,11 +54,11 @@ from _results import RESULTS, write_results
 from _torch_pruning import magnitude_pruner, merge_back, split_free
 
 from yoloprune import PruneOptions, prune
-from yoloprune._atomic import atomic_write
-from yoloprune.bench.stats import count_flops
-from yoloprune.plots import pyplot, save_figure
+from yoloprune.atomic import atomic_write
+from yoloprune.pruning.count import count_flops
 from yoloprune.pruning.options import resolve_round_to
 from yoloprune.pruning.verify import masked_copy
+from yoloprune.reports.plots import pyplot, save_figure
 from yoloprune.yolo.data import make_digits
 from yoloprune.yolo.evaluate import bench
 from yoloprune.yolo.finetune import evaluate, finetune

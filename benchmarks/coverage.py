@@ -166,7 +166,7 @@ def pinned_flops(a: Analysis, imgsz: int) -> float:
     import torch
     from torch import nn
 
-    from yoloprune.bench.stats import flops_by_module
+    from yoloprune.pruning.count import flops_by_module
 
     by_module = flops_by_module(a.model, (torch.zeros(1, 3, imgsz, imgsz),))  # path -> FLOPs
     modules = dict(a.model.named_modules())

@@ -53,7 +53,7 @@ SETTINGS = {  # latency key -> column title
 
 def cpu() -> str:
     """The CPU's model name and whether it has AVX-512F (what sets ONNX Runtime's channel block)."""
-    from yoloprune._hardware import channel_multiple, cpuinfo, has_avx512f
+    from yoloprune.channel_blocks import channel_multiple, cpuinfo, has_avx512f
 
     isa = "AVX-512F" if has_avx512f() else "no AVX-512F"
     return f"{cpuinfo().get('model name', 'unknown CPU')}, {isa} (channel block {channel_multiple()})"
@@ -83,7 +83,7 @@ def padding(model: nn.Module, imgsz: int, block: int) -> float:
 
 
 def measure(runs: int, warmup: int) -> dict:
-    from yoloprune._hardware import channel_multiple
+    from yoloprune.channel_blocks import channel_multiple
     from yoloprune.yolo.api import PruneOptions, analyze, prune
     from yoloprune.yolo.data import make_digits
     from yoloprune.yolo.evaluate import bench

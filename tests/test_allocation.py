@@ -11,12 +11,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from yoloprune.bench.stats import count_flops
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.groups import Group
 from yoloprune.importance import Ranking
 from yoloprune.pruning.allocate import Allocator, Limits, measurer
+from yoloprune.pruning.count import count_flops
 from yoloprune.pruning.options import PruneOptions
 from yoloprune.pruning.plan import choose, plan_options, select_groups
 from yoloprune.yolo.adapter import ULTRALYTICS

@@ -16,10 +16,10 @@ import yaml
 from tiny_training import TRAIN, train_baseline
 
 from yoloprune.bench.latency import Timing
-from yoloprune.bench.stats import count_params
 from yoloprune.bench.table import Bench, Measurement
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
+from yoloprune.pruning.count import count_params
 from yoloprune.yolo import compare as compare_module
 from yoloprune.yolo.compare import DEFAULT_CRITERIA, compare
 from yoloprune.yolo.io import load_model

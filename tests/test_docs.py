@@ -402,7 +402,7 @@ SLOW_DOCTESTS = {  # name -> why it is slow; each function also has fast tests o
     "yoloprune.yolo.api.prune": "four prunes of yolov8n, ~5 s (tests/test_prune_yolo.py)",
     "yoloprune.yolo.evaluate.bench": "two ONNX exports and validations, ~4 s (tests/test_bench.py)",
     "yoloprune.yolo.deploy.as_timed": "an OpenVINO INT8 export and validation, ~15 s (tests/test_deploy.py)",
-    "yoloprune.yolo.costs.block_costs": "a prune, ~2 s (the dry-run table in tests/test_allocation.py)",
+    "yoloprune.reports.costs.block_costs": "a prune, ~2 s (the dry-run table in tests/test_allocation.py)",
     "yoloprune.yolo.schedule.check_recipe": "a dry run, ~2 s (every run of tests/test_schedule.py)",
     "yoloprune.yolo.api.verify": "a prune, a save and a verify, ~3 s (verify in tests/test_cli.py)",
     "yoloprune": "a prune and a save, ~2 s (the README's quick start does the same)",

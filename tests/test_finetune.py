@@ -20,9 +20,9 @@ from ultralytics.utils import callbacks
 from ultralytics.utils.dist import ddp_cleanup, generate_ddp_file
 from ultralytics.utils.patches import torch_load
 
-from yoloprune.bench.stats import count_params
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
+from yoloprune.pruning.count import count_params
 from yoloprune.pruning.options import PruneOptions
 from yoloprune.yolo.api import prune
 from yoloprune.yolo.finetune import (

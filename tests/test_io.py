@@ -12,7 +12,7 @@ from torch import nn
 from ultralytics import YOLO
 from ultralytics.utils.patches import torch_load
 
-from yoloprune._atomic import atomic_write
+from yoloprune.atomic import atomic_write
 from yoloprune.errors import YoloPruneError
 from yoloprune.yolo.io import load_model, save_checkpoint
 

@@ -35,9 +35,9 @@ from strategies import (
 )
 from torch import nn
 
-from yoloprune._layers import channel_count
 from yoloprune.graph.groups import ChannelGraph, build_groups
 from yoloprune.graph.trace import trace
+from yoloprune.pruning.layers import channel_count
 from yoloprune.pruning.plan import PruneOptions, choose, load_plan, plan_from_removed, select_groups
 from yoloprune.pruning.verify import compare, excite, prune_and_compare
 from yoloprune.yolo.adapter import ULTRALYTICS

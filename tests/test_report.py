@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from yoloprune import report
 from yoloprune.errors import YoloPruneError
+from yoloprune.reports import analysis as report
 from yoloprune.yolo.api import analyze
 from yoloprune.yolo.inventory import describe, inventory, render_json, render_markdown, render_text
 

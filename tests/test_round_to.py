@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from yoloprune import _hardware
+from yoloprune import channel_blocks
 from yoloprune.cli import main
 from yoloprune.cli.parser import _parser
 from yoloprune.errors import YoloPruneError
@@ -30,7 +30,7 @@ def cpu(monkeypatch):
     """Pretend this machine's first processor reports these Linux flags."""
 
     def pretend(flags: str) -> None:
-        monkeypatch.setattr(_hardware, "cpuinfo", lambda: {"model name": "Test CPU", "flags": flags})
+        monkeypatch.setattr(channel_blocks, "cpuinfo", lambda: {"model name": "Test CPU", "flags": flags})
 
     return pretend
 
@@ -40,9 +40,9 @@ def test_cpuinfo_reads_the_first_processor(tmp_path):
     path.write_text(
         f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {AVX512}\n\nprocessor\t: 1\nflags\t: sse2\n"
     )
-    info = _hardware.cpuinfo(path)
+    info = channel_blocks.cpuinfo(path)
     assert info["model name"] == "AMD EPYC" and info["flags"] == AVX512
-    assert _hardware.cpuinfo(tmp_path / "missing") == {}
+    assert channel_blocks.cpuinfo(tmp_path / "missing") == {}
 
 
 @pytest.mark.parametrize(
@@ -55,16 +55,16 @@ def test_cpuinfo_reads_the_first_processor(tmp_path):
     ],
 )
 def test_auto_is_the_runtime_channel_block(flags, multiple, cpu):
-    assert _hardware.channel_multiple(flags=frozenset(flags.split())) == multiple
+    assert channel_blocks.channel_multiple(flags=frozenset(flags.split())) == multiple
     cpu(flags)
     assert resolve_round_to("auto") == multiple
 
 
 @pytest.mark.parametrize(("capability", "multiple"), [("AVX512", 16), ("AVX2", 8), ("DEFAULT", 8)])
 def test_without_proc_cpuinfo_pytorch_reads_the_cpu(capability, multiple, monkeypatch):
-    monkeypatch.setattr(_hardware, "cpuinfo", lambda: {})
+    monkeypatch.setattr(channel_blocks, "cpuinfo", lambda: {})
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    assert _hardware.channel_multiple() == multiple
+    assert channel_blocks.channel_multiple() == multiple
 
 
 @pytest.mark.parametrize("value", [0, -8, 1.5, 8.0, "8", "AUTO", "fast", True, None])

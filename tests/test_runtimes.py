@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from yoloprune import _hardware
+from yoloprune import channel_blocks
 from yoloprune.bench.latency import Timing, _engine_bytes
 from yoloprune.bench.table import LATENCIES, Bench, Export, Measurement
 from yoloprune.cli import main
@@ -81,14 +81,14 @@ def test_tensorrt_takes_no_thread_count_and_unknown_runtimes_are_named():
     ],
 )
 def test_round_to_auto_resolves_per_runtime_and_precision(runtime, int8, flags, multiple):
-    assert _hardware.channel_multiple(runtime, int8, flags=flags) == multiple
+    assert channel_blocks.channel_multiple(runtime, int8, flags=flags) == multiple
 
 
 def test_round_to_auto_keeps_its_meaning_for_callers_that_name_no_runtime(monkeypatch):
-    monkeypatch.setattr(_hardware, "cpuinfo", lambda: {"flags": " ".join(AVX2)})
-    assert _hardware.channel_multiple() == _hardware.channel_multiple("ort") == 8
+    monkeypatch.setattr(channel_blocks, "cpuinfo", lambda: {"flags": " ".join(AVX2)})
+    assert channel_blocks.channel_multiple() == channel_blocks.channel_multiple("ort") == 8
     with pytest.raises(OptionError, match="int8"):
-        _hardware.channel_multiple("ort", int8=True)
+        channel_blocks.channel_multiple("ort", int8=True)
 
 
 @pytest.fixture

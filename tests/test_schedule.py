@@ -20,9 +20,9 @@ import torch
 import yaml
 from tiny_training import TRAIN, relabelled, train_baseline
 
-from yoloprune.bench.stats import count_params
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
+from yoloprune.pruning.count import count_params
 from yoloprune.yolo import schedule
 from yoloprune.yolo.finetune import Metrics, conv_widths
 from yoloprune.yolo.io import load_model, save_checkpoint

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from yoloprune.bench.stats import count_flops
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
+from yoloprune.pruning.count import count_flops
 from yoloprune.yolo.api import analyze, excited_copy
 from yoloprune.yolo.data import make_digits
 from yoloprune.yolo.io import load_model, save_checkpoint

@@ -1,4 +1,4 @@
-"""Every Markdown table is drawn by `yoloprune.tables`: the benchmark tables too, so a cell's text
+"""Every Markdown table is drawn by `yoloprune.reports.tables`: the benchmark tables too, so a cell's text
 cannot break a table's columns."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import re
 
 from yoloprune.bench.latency import Timing
 from yoloprune.bench.table import Bench, Measurement
-from yoloprune.tables import markdown_table, text_table
+from yoloprune.reports.tables import markdown_table, text_table
 
 
 def columns(line: str) -> int:

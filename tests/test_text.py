@@ -8,7 +8,7 @@ import tokenize
 from pathlib import Path
 
 from yoloprune.cli import main
-from yoloprune.report import analysis_report, to_markdown
+from yoloprune.reports.analysis import analysis_report, to_markdown
 from yoloprune.text import plural, word
 from yoloprune.yolo.api import analyze
 

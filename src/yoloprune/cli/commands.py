@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from yoloprune._atomic import atomic_write
+from yoloprune.atomic import atomic_write
 from yoloprune.errors import YoloPruneError
 from yoloprune.text import plural, word
 
@@ -111,7 +111,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from yoloprune import report
+    from yoloprune.reports import analysis as report
     from yoloprune.yolo import api
 
     o = _options(args)
@@ -196,7 +196,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     head = "Dry run: would prune" if args.dry_run else "Pruned"
     _print(_prune_summary(result, replayed=args.plan_in, head=head))
     if args.dry_run:
-        from yoloprune.yolo.costs import block_costs, render_blocks
+        from yoloprune.reports.costs import block_costs, render_blocks
 
         _print(render_blocks(block_costs(result.original, result.model, result.imgsz)))
     if not result.ok:

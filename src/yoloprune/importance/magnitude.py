@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from yoloprune._layers import input_weight, norm_scale, output_weight
 from yoloprune.graph.groups import Group
 from yoloprune.importance.base import Aggregation, Context, Criterion, register
+from yoloprune.pruning.layers import input_weight, norm_scale, output_weight
 
 # (module, axis, positions) -> one value per position, or None when the member has none to give
 MemberValues = Callable[[nn.Module, str, np.ndarray], "np.ndarray | None"]

@@ -25,15 +25,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from yoloprune._layers import slice_member
-from yoloprune._meta import meta_copy
-from yoloprune.bench.stats import count_flops, count_params, flops_by_module
 from yoloprune.errors import OptionError
 from yoloprune.graph.adapter import PLAIN, ModelAdapter
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.graph.trace import Member
 from yoloprune.importance import Ranking
 from yoloprune.pruning.apply import apply_plan
+from yoloprune.pruning.copies import meta_copy
+from yoloprune.pruning.count import count_flops, count_params, flops_by_module
+from yoloprune.pruning.layers import slice_member
 from yoloprune.pruning.options import Metric, PruneOptions
 
 TOLERANCE = 0.02  # a target is met when within 2% of it (relative)

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from yoloprune._layers import slice_member
 from yoloprune.graph.groups import ChannelGraph
+from yoloprune.pruning.layers import slice_member
 
 
 def apply_plan(model: nn.Module, graph: ChannelGraph, removed: frozenset[int]) -> dict[str, tuple[int, int]]:

@@ -12,7 +12,7 @@ import dataclasses
 from enum import Enum
 from typing import Any, Literal
 
-from yoloprune._hardware import channel_multiple
+from yoloprune.channel_blocks import channel_multiple
 from yoloprune.choices import Aggregation, criterion_names
 from yoloprune.declare import check, option, refuse_unknown, to_json
 from yoloprune.errors import OptionError
@@ -23,7 +23,7 @@ DEFAULT_RATIO = 0.5  # what `ratio` is when neither it nor a target is given
 
 def resolve_round_to(value: int | str) -> int:
     """`round_to` as the integer a plan records: a positive integer as given, or "auto", the channel
-    block of this machine's inference runtime (16 with AVX-512F, else 8; see `yoloprune._hardware`).
+    block of this machine's inference runtime (16 with AVX-512F, else 8; see `yoloprune.channel_blocks`).
 
     Example:
         >>> resolve_round_to(8), resolve_round_to("auto") in (8, 16)

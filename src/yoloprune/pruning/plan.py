@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from yoloprune._layers import output_weight
 from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.graph.groups import ChannelGraph, Group, covers
 from yoloprune.importance import CRITERIA, Context, Evidence, Ranking
 from yoloprune.progress import phase
 from yoloprune.pruning.allocate import Allocator, Budget, CostModel, Limits, Measure, meet_target
+from yoloprune.pruning.layers import output_weight
 from yoloprune.pruning.options import Allocation, PruneOptions
 
 PLAN_VERSION = 1

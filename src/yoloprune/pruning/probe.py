@@ -16,13 +16,13 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from yoloprune._meta import meta_copy
 from yoloprune.errors import first_line
 from yoloprune.graph.adapter import PLAIN, ModelAdapter
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.graph.trace import Pin
 from yoloprune.progress import phase
 from yoloprune.pruning.apply import apply_plan
+from yoloprune.pruning.copies import meta_copy
 from yoloprune.pruning.verify import prune_and_compare
 from yoloprune.text import plural
 

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from yoloprune._layers import input_weight
-from yoloprune._meta import shallow_copy
 from yoloprune.graph.adapter import PLAIN, ModelAdapter
 from yoloprune.graph.groups import ChannelGraph
 from yoloprune.graph.trace import flat_tensors
 from yoloprune.pruning.apply import apply_plan
+from yoloprune.pruning.copies import shallow_copy
+from yoloprune.pruning.layers import input_weight
 
 TOLERANCE = 1e-4
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from yoloprune._atomic import atomic_write
-from yoloprune.bench.stats import count_flops, count_params
+from yoloprune.atomic import atomic_write
 from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.graph.trace import TraceError, trace
 from yoloprune.progress import phase
 from yoloprune.pruning.allocate import measurer
+from yoloprune.pruning.count import count_flops, count_params
 from yoloprune.pruning.plan import Plan, PruneOptions, choose, load_plan, plan_options, select_groups
 from yoloprune.pruning.probe import probe
 from yoloprune.pruning.verify import (

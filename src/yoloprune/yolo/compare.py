@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from yoloprune._atomic import atomic_write
+from yoloprune.atomic import atomic_write
 from yoloprune.bench.table import SPEED_KEY, Bench
 from yoloprune.errors import YoloPruneError
 from yoloprune.importance import CRITERIA

@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from yoloprune.bench.latency import latency as timings
-from yoloprune.bench.stats import count_flops, count_params
 from yoloprune.bench.table import Bench, Export, Measurement
 from yoloprune.errors import YoloPruneError, first_line
 from yoloprune.progress import Progress
+from yoloprune.pruning.count import count_flops, count_params
 from yoloprune.runtimes import Precision, Runtime, Setting, export_title, runtime_of
 from yoloprune.text import plural
 from yoloprune.yolo import deploy

@@ -35,8 +35,8 @@ from ultralytics.models import yolo
 from ultralytics.utils import DEFAULT_CFG, callbacks
 from ultralytics.utils.torch_utils import unwrap_model
 
-from yoloprune.bench.stats import count_params
 from yoloprune.errors import YoloPruneError
+from yoloprune.pruning.count import count_params
 from yoloprune.text import plural
 from yoloprune.yolo.check import num_classes
 from yoloprune.yolo.data import yolo_dataset

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from yoloprune._atomic import atomic_write
+from yoloprune.atomic import atomic_write
 from yoloprune.errors import YoloPruneError
-from yoloprune.plots import pyplot
-from yoloprune.tables import text_table
+from yoloprune.reports.plots import pyplot
+from yoloprune.reports.tables import text_table
 
 CSV_COLUMNS = (
     "step",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from yoloprune.tables import markdown_table, text_table
+from yoloprune.reports.tables import markdown_table, text_table
 from yoloprune.yolo import adapter
 from yoloprune.yolo.api import Analysis
 

@@ -46,7 +46,7 @@ from ultralytics.utils.checks import check_yolov5u_filename
 from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
 from ultralytics.utils.patches import torch_load
 
-from yoloprune._atomic import atomic_write
+from yoloprune.atomic import atomic_write
 from yoloprune.errors import YoloPruneError, first_line
 from yoloprune.progress import phase
 from yoloprune.yolo.quiet import quiet

@@ -129,7 +129,7 @@ class Recipe:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the recipe as YAML, atomically."""
-        from yoloprune._atomic import atomic_write
+        from yoloprune.atomic import atomic_write
 
         text = "# yoloprune run recipe (every field explicit; paths absolute)\n" + yaml.safe_dump(
             self.as_dict(), sort_keys=False, default_flow_style=None, width=100

@@ -37,9 +37,9 @@ from ultralytics.engine.model import Model
 from ultralytics.nn import tasks
 from ultralytics.nn.modules import Conv
 
-from yoloprune._atomic import atomic_write_dir
-from yoloprune._layers import implied_widths, width_attributes
+from yoloprune.atomic import atomic_write_dir
 from yoloprune.errors import YoloPruneError, first_line
+from yoloprune.pruning.layers import implied_widths, width_attributes
 from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.quiet import quiet
 

@@ -36,10 +36,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from yoloprune._atomic import atomic_write
-from yoloprune.bench.stats import count_flops, count_params
+from yoloprune.atomic import atomic_write
 from yoloprune.errors import YoloPruneError
 from yoloprune.importance import NEEDS
+from yoloprune.pruning.count import count_flops, count_params
 from yoloprune.pruning.options import Metric
 from yoloprune.text import plural
 from yoloprune.yolo import adapter, api

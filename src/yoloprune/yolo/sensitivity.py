@@ -30,7 +30,6 @@ import torch
 from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.graph.groups import Group
 from yoloprune.importance import CRITERIA, NEEDS, Context, Ranking
-from yoloprune.plots import pyplot, save_figure
 from yoloprune.progress import Progress
 from yoloprune.pruning.allocate import (
     TOLERANCE,
@@ -45,7 +44,8 @@ from yoloprune.pruning.allocate import measurer as flops_measurer
 from yoloprune.pruning.apply import apply_plan
 from yoloprune.pruning.options import PruneOptions, resolve_round_to
 from yoloprune.pruning.plan import Plan, plan_from_removed, select_groups
-from yoloprune.tables import text_table
+from yoloprune.reports.plots import pyplot, save_figure
+from yoloprune.reports.tables import text_table
 from yoloprune.text import plural
 from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import Analysis, analyze, imgsz_of, scope_of

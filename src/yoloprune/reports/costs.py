@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from yoloprune.bench.stats import count_params, flops_by_module
-from yoloprune.tables import text_table
+from yoloprune.pruning.count import count_params, flops_by_module
+from yoloprune.reports.tables import text_table
 from yoloprune.yolo import adapter
 from yoloprune.yolo.inventory import short_type
 

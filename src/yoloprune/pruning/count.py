@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from yoloprune._meta import meta_copy
+from yoloprune.pruning.copies import meta_copy
 
 
 def count_params(model: nn.Module) -> int:

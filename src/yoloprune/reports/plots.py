@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from yoloprune._atomic import atomic_write
+from yoloprune.atomic import atomic_write
 from yoloprune.errors import YoloPruneError
 
 

@@ -6,7 +6,7 @@ output channels and what a naive prune of that conv alone would break
 produces), so that its groups are exactly those `yoloprune prune --blocks/--layers` selects and
 its pinned groups exactly those prune leaves as they are (`Analysis.pinned`), each with its
 reasons. Renderers: JSON (the stable contract), Markdown (for people), Graphviz DOT and SVG.
-Writing files is the caller's job (see `yoloprune._atomic`).
+Writing files is the caller's job (see `yoloprune.atomic`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from yoloprune.graph.explain import Break, naive_breaks
 from yoloprune.graph.groups import ChannelGraph, Group, covers
 from yoloprune.graph.trace import Member
 from yoloprune.pruning.plan import select_groups
-from yoloprune.tables import markdown_table
+from yoloprune.reports.tables import markdown_table
 from yoloprune.text import plural, word
 from yoloprune.yolo.api import Analysis, scope_of
 from yoloprune.yolo.inventory import BlockInfo, ConvInfo, describe, inventory

@@ -1,4 +1,4 @@
-"""The channel multiple that runs fastest on a runtime here: what `--round-to auto` resolves to.
+"""The channel block a runtime computes in on this CPU: the multiple `round_to="auto"` resolves to.
 
 Scope: reading the CPU's vector extensions and turning them, with the runtime and its precision, into
 one integer; nothing else. Importable without torch (only the fallback where /proc/cpuinfo is missing
