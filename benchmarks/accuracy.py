@@ -59,13 +59,13 @@ from yoloprune.pruning.count import count_flops
 from yoloprune.pruning.options import resolve_round_to
 from yoloprune.pruning.verify import masked_copy
 from yoloprune.reports.plots import pyplot, save_figure
-from yoloprune.yolo.data import make_digits
+from yoloprune.workflows.data import make_digits
+from yoloprune.workflows.finetune import evaluate, finetune
+from yoloprune.workflows.recipe import recipe_from_dict
+from yoloprune.workflows.schedule import CONTINUED, run
 from yoloprune.yolo.evaluate import bench
-from yoloprune.yolo.finetune import evaluate, finetune
 from yoloprune.yolo.io import load_model, save_checkpoint
 from yoloprune.yolo.quiet import quiet
-from yoloprune.yolo.recipe import recipe_from_dict
-from yoloprune.yolo.schedule import CONTINUED, run
 
 WORK = Path(__file__).parent / "work"
 

@@ -33,9 +33,9 @@ from _results import write_results
 
 from yoloprune.importance import CRITERIA, Context
 from yoloprune.importance.activation import ACTIVATION_CRITERIA, cluster, embed, features
+from yoloprune.workflows.data import make_digits
 from yoloprune.yolo.api import analyze
 from yoloprune.yolo.calibrate import gather_evidence
-from yoloprune.yolo.data import make_digits
 
 IMAGES, IMGSZ = 64, 160
 CRITERIA_TIMED = ("taylor", *ACTIVATION_CRITERIA)

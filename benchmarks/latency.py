@@ -84,8 +84,8 @@ def padding(model: nn.Module, imgsz: int, block: int) -> float:
 
 def measure(runs: int, warmup: int) -> dict:
     from yoloprune.channel_blocks import channel_multiple
+    from yoloprune.workflows.data import make_digits
     from yoloprune.yolo.api import PruneOptions, analyze, prune
-    from yoloprune.yolo.data import make_digits
     from yoloprune.yolo.evaluate import bench
 
     start = time.perf_counter()

@@ -15,8 +15,8 @@ from yoloprune.graph.trace import trace
 from yoloprune.importance import CRITERIA, Context, Evidence
 from yoloprune.importance.activation import ACTIVATION_CRITERIA, cluster, separability
 from yoloprune.pruning.options import PruneOptions
+from yoloprune.workflows.data import make_digits
 from yoloprune.yolo.api import analyze, prune
-from yoloprune.yolo.data import make_digits
 
 CLASSES = 5
 PER_CLASS = 40

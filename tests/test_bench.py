@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from yoloprune.bench.latency import Timing, round_robin, tensorrt_latency
-from yoloprune.bench.table import Bench, Measurement
 from yoloprune.cli import main
 from yoloprune.progress import Progress
 from yoloprune.pruning.options import PruneOptions
+from yoloprune.reports.bench import Bench, Measurement
+from yoloprune.workflows.data import make_digits
 from yoloprune.yolo.api import excited_copy, prune
-from yoloprune.yolo.data import make_digits
 from yoloprune.yolo.evaluate import ValLoss
 from yoloprune.yolo.io import load_model, save_checkpoint
 

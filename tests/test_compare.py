@@ -16,15 +16,15 @@ import yaml
 from tiny_training import TRAIN, train_baseline
 
 from yoloprune.bench.latency import Timing
-from yoloprune.bench.table import Bench, Measurement
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
 from yoloprune.pruning.count import count_params
-from yoloprune.yolo import compare as compare_module
-from yoloprune.yolo.compare import DEFAULT_CRITERIA, compare
+from yoloprune.reports.bench import Bench, Measurement
+from yoloprune.workflows import compare as compare_module
+from yoloprune.workflows.compare import DEFAULT_CRITERIA, compare
+from yoloprune.workflows.recipe import load_recipe, recipe_from_dict
+from yoloprune.workflows.schedule import RunResult
 from yoloprune.yolo.io import load_model
-from yoloprune.yolo.recipe import load_recipe, recipe_from_dict
-from yoloprune.yolo.schedule import RunResult
 
 BENCH = ["--runs", "2", "--warmup", "0"]
 COLUMNS = ["criterion", "mAP50-95", "mAP50", "P", "R", "ORT CPU 1 thread ms", "speed-up", "FLOPs reduction"]
@@ -206,7 +206,7 @@ def test_cli_resume_of_a_finished_comparison_measures_again(compared, tmp_path, 
 
 def test_run_and_compare_share_the_recipe_flags() -> None:
     from yoloprune.cli.parser import _parser
-    from yoloprune.yolo.recipe import KEYS
+    from yoloprune.workflows.recipe import KEYS
 
     sub = next(a for a in _parser()._actions if a.dest == "command").choices
     dests = {name: {a.dest for a in sub[name]._actions} for name in ("run", "compare")}

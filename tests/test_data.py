@@ -10,7 +10,8 @@ import pytest
 
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
-from yoloprune.yolo.data import calibration_batches, make_digits
+from yoloprune.workflows.data import make_digits
+from yoloprune.yolo.dataset import calibration_batches
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def test_digits_refuses_an_existing_folder_and_leaves_nothing_on_failure(tmp_pat
     (tmp_path / "taken").mkdir()
     with pytest.raises(YoloPruneError, match="already exists"):
         make_digits(tmp_path / "taken", images=4, imgsz=64)
-    monkeypatch.setattr("yoloprune.yolo.data._yaml_text", lambda *a: 1 / 0)
+    monkeypatch.setattr("yoloprune.workflows.data._yaml_text", lambda *a: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         make_digits(tmp_path / "broken", images=4, imgsz=64)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no partial folder, no temp folder

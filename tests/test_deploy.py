@@ -10,9 +10,9 @@ import json
 import pytest
 
 from yoloprune.cli import main
+from yoloprune.workflows.data import make_digits
 from yoloprune.yolo import deploy
 from yoloprune.yolo.api import PruneOptions, excited_copy, prune
-from yoloprune.yolo.data import make_digits
 from yoloprune.yolo.io import load_model, save_checkpoint
 
 pytest.importorskip("openvino")

@@ -142,7 +142,7 @@ def test_python_snippet_runs(block: Block, workdir: Path):
 @pytest.mark.parametrize("block", [pytest.param(b, id=b.id) for b in PYTHON])
 def test_python_snippet_imports_and_names_resolve(block: Block):
     """Fast for every snippet, slow ones included: its imports work and every dotted name it reads
-    from an imported module exists (`yoloprune.yolo.compare.compare` after only `import yoloprune`
+    from an imported module exists (`yoloprune.workflows.compare.compare` after only `import yoloprune`
     does not)."""
     tree = ast.parse(block.text, block.id)
     namespace: dict = {}
@@ -403,7 +403,7 @@ SLOW_DOCTESTS = {  # name -> why it is slow; each function also has fast tests o
     "yoloprune.yolo.evaluate.bench": "two ONNX exports and validations, ~4 s (tests/test_bench.py)",
     "yoloprune.yolo.deploy.as_timed": "an OpenVINO INT8 export and validation, ~15 s (tests/test_deploy.py)",
     "yoloprune.reports.costs.block_costs": "a prune, ~2 s (the dry-run table in tests/test_allocation.py)",
-    "yoloprune.yolo.schedule.check_recipe": "a dry run, ~2 s (every run of tests/test_schedule.py)",
+    "yoloprune.workflows.schedule.check_recipe": "a dry run, ~2 s (every run of tests/test_schedule.py)",
     "yoloprune.yolo.api.verify": "a prune, a save and a verify, ~3 s (verify in tests/test_cli.py)",
     "yoloprune": "a prune and a save, ~2 s (the README's quick start does the same)",
 }

@@ -24,8 +24,7 @@ from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
 from yoloprune.pruning.count import count_params
 from yoloprune.pruning.options import PruneOptions
-from yoloprune.yolo.api import prune
-from yoloprune.yolo.finetune import (
+from yoloprune.workflows.finetune import (
     Distillation,
     PrunedDetectionTrainer,
     conv_widths,
@@ -34,6 +33,7 @@ from yoloprune.yolo.finetune import (
     parse_train_args,
     training_args,
 )
+from yoloprune.yolo.api import prune
 from yoloprune.yolo.io import load_model
 from yoloprune.yolo.transfer import class_outputs
 

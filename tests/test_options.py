@@ -19,8 +19,8 @@ from yoloprune.declare import spec_of
 from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.pruning.options import Allocation, PruneOptions
 from yoloprune.pruning.plan import plan_options
+from yoloprune.workflows.recipe import KEYS
 from yoloprune.yolo.api import prune  # loads Ultralytics before any output is captured
-from yoloprune.yolo.recipe import KEYS
 
 ENGINE = [Path(yoloprune.__file__).parent / name for name in ("graph", "importance", "pruning")]
 FLAG = re.compile(r"(?<![\w-])--[a-z]")

@@ -15,9 +15,9 @@ from yoloprune import progress
 from yoloprune.cli import main
 from yoloprune.progress import phase, reporting
 from yoloprune.pruning.options import PruneOptions
+from yoloprune.workflows.data import make_digits
 from yoloprune.yolo.api import analyze, prune, verify
 from yoloprune.yolo.check import onnx_check, train_step_check
-from yoloprune.yolo.data import make_digits
 
 
 class Clock:

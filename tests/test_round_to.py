@@ -17,8 +17,8 @@ from yoloprune.errors import YoloPruneError
 from yoloprune.pruning.allocate import Limits
 from yoloprune.pruning.options import PruneOptions, resolve_round_to
 from yoloprune.pruning.plan import plan_options
+from yoloprune.workflows.recipe import load_recipe, recipe_from_cli, recipe_from_dict
 from yoloprune.yolo.api import analyze, prune
-from yoloprune.yolo.recipe import load_recipe, recipe_from_cli, recipe_from_dict
 
 AVX512 = "fpu sse2 avx avx2 fma avx512f avx512bw avx512vl"
 AVX2 = "fpu sse2 avx avx2 fma"

@@ -12,9 +12,9 @@ import torch
 
 from yoloprune import channel_blocks
 from yoloprune.bench.latency import Timing, _engine_bytes
-from yoloprune.bench.table import LATENCIES, Bench, Export, Measurement
 from yoloprune.cli import main
 from yoloprune.errors import OptionError
+from yoloprune.reports.bench import LATENCIES, Bench, Export, Measurement
 from yoloprune.runtimes import DEPLOY_EXTRA, Precision, Runtime, Setting, missing, precisions, settings
 from yoloprune.yolo import deploy
 

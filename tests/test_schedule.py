@@ -23,11 +23,11 @@ from tiny_training import TRAIN, relabelled, train_baseline
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
 from yoloprune.pruning.count import count_params
-from yoloprune.yolo import schedule
-from yoloprune.yolo.finetune import Metrics, conv_widths
+from yoloprune.workflows import schedule
+from yoloprune.workflows.finetune import Metrics, conv_widths
+from yoloprune.workflows.recipe import Schedule, load_recipe, recipe_from_cli, recipe_from_dict
+from yoloprune.workflows.schedule import plan
 from yoloprune.yolo.io import load_model, save_checkpoint
-from yoloprune.yolo.recipe import Schedule, load_recipe, recipe_from_cli, recipe_from_dict
-from yoloprune.yolo.schedule import plan
 
 BASE = {"version": 1, "model": "best.pt", "data": "data.yaml"}
 

@@ -14,10 +14,16 @@ import torch
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
 from yoloprune.pruning.count import count_flops
+from yoloprune.workflows.data import make_digits
+from yoloprune.workflows.sensitivity import (
+    Curve,
+    Sensitivity,
+    plan_for_target,
+    removed_per_group,
+    sensitivity,
+)
 from yoloprune.yolo.api import analyze, excited_copy
-from yoloprune.yolo.data import make_digits
 from yoloprune.yolo.io import load_model, save_checkpoint
-from yoloprune.yolo.sensitivity import Curve, Sensitivity, plan_for_target, removed_per_group, sensitivity
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from yoloprune.bench.latency import Timing
-from yoloprune.bench.table import Bench, Measurement
+from yoloprune.reports.bench import Bench, Measurement
 from yoloprune.reports.tables import markdown_table, text_table
 
 

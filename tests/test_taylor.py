@@ -15,9 +15,9 @@ from yoloprune.graph.groups import build_groups
 from yoloprune.graph.trace import trace
 from yoloprune.importance import CRITERIA, Context, Evidence
 from yoloprune.pruning.options import PruneOptions
+from yoloprune.workflows.data import make_digits
 from yoloprune.yolo.api import analyze, prune
 from yoloprune.yolo.calibrate import gather_evidence
-from yoloprune.yolo.data import make_digits
 
 DATA = Path(__file__).parent / "data"
 DEAD = 5  # the channel made dead in the tests below

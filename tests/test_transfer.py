@@ -17,8 +17,8 @@ from ultralytics.nn.tasks import (
 
 from yoloprune.errors import YoloPruneError
 from yoloprune.pruning.options import PruneOptions
+from yoloprune.workflows.finetune import conv_widths
 from yoloprune.yolo.api import prune
-from yoloprune.yolo.finetune import conv_widths
 from yoloprune.yolo.io import load_model
 from yoloprune.yolo.transfer import class_outputs, rebuild_class_outputs
 

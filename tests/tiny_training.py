@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ultralytics import YOLO
 
-from yoloprune.yolo.data import make_digits
+from yoloprune.workflows.data import make_digits
 
 # Ultralytics training arguments for every fine-tune in the tests.
 TRAIN = {"imgsz": 64, "batch": 4, "device": "cpu", "workers": 0}

@@ -24,8 +24,8 @@ from yoloprune.text import plural, word
 
 if TYPE_CHECKING:
     from yoloprune.pruning.options import PruneOptions
+    from yoloprune.workflows.recipe import Recipe
     from yoloprune.yolo.api import PruneResult
-    from yoloprune.yolo.recipe import Recipe
 
 # `run` and `compare` finished, but a pruning step lost more than max_drop, so the run kept an earlier
 # step and its result does not reach the recipe's target.
@@ -230,7 +230,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_data_digits(args: argparse.Namespace) -> int:
-    from yoloprune.yolo.data import make_digits
+    from yoloprune.workflows.data import make_digits
 
     made = make_digits(args.out, images=args.images, imgsz=args.imgsz, seed=args.seed)
     counts = ", ".join(
@@ -242,7 +242,7 @@ def cmd_data_digits(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from yoloprune.yolo.finetune import finetune, parse_train_args
+    from yoloprune.workflows.finetune import finetune, parse_train_args
 
     kwargs = parse_train_args(args.train)
     if "data" not in kwargs or "epochs" not in kwargs:
@@ -266,7 +266,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def _recipe(args: argparse.Namespace) -> Recipe | None:
     """The recipe of `run` and `compare`: a YAML among the words, or the recipe flags (its keys)."""
-    from yoloprune.yolo.recipe import KEYS, recipe_from_cli
+    from yoloprune.workflows.recipe import KEYS, recipe_from_cli
 
     return recipe_from_cli(args.items, {k: v for k, v in vars(args).items() if k in KEYS})
 
@@ -276,8 +276,8 @@ def _log(line: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from yoloprune.yolo.history import render_history
-    from yoloprune.yolo.schedule import run
+    from yoloprune.workflows.history import render_history
+    from yoloprune.workflows.schedule import run
 
     result = run(_recipe(args), args.out, resume=args.resume, log=_log, verbose=args.verbose)
     _print(render_history(result.history))
@@ -291,7 +291,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from yoloprune.yolo.compare import compare
+    from yoloprune.workflows.compare import compare
 
     c = compare(
         _recipe(args),
@@ -342,7 +342,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
-    from yoloprune.yolo import api, sensitivity
+    from yoloprune.workflows import sensitivity
+    from yoloprune.yolo import api
 
     o = _options(args)
     if args.plan and o.target_flops is None:

@@ -53,7 +53,7 @@ from yoloprune.declare import arms, describe, enum_of, hints, spec_of
 from yoloprune.errors import OptionError, YoloPruneError, plain
 from yoloprune.pruning.options import PruneOptions
 from yoloprune.runtimes import Runtime
-from yoloprune.yolo.recipe import OPTION_KEYS, Recipe
+from yoloprune.workflows.recipe import OPTION_KEYS, Recipe
 
 # Fields set by a switch rather than a value: the flag, and the value it sets.
 SWITCHES = {"allocation": ("--global", "global")}

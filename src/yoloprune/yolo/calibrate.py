@@ -28,7 +28,7 @@ from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.importance import NEEDS, Evidence
 from yoloprune.progress import phase
 from yoloprune.yolo.check import check_imgsz, hyperparameters, num_classes
-from yoloprune.yolo.data import calibration_batches
+from yoloprune.yolo.dataset import calibration_batches
 from yoloprune.yolo.io import model_task
 
 KINDS = frozenset({"taylor", "samples"})

@@ -27,7 +27,7 @@ from yoloprune.bench.latency import fp32_cpu, tensorrt_unavailable
 from yoloprune.errors import OptionError, YoloPruneError, first_line
 from yoloprune.runtimes import PACKAGES, Precision, Runtime, Setting, require, runtime_of, settings
 from yoloprune.yolo.check import export_onnx
-from yoloprune.yolo.data import yolo_dataset
+from yoloprune.yolo.dataset import yolo_dataset
 from yoloprune.yolo.io import model_task
 from yoloprune.yolo.quiet import quiet
 

@@ -344,7 +344,7 @@ def recipe_from_cli(words: list[str], flags: dict[str, Any]) -> Recipe | None:
     """The recipe of `yoloprune run`: a recipe YAML among `words`, or built from `flags` (the recipe's
     keys; None: not given) plus the `key=value` training arguments among `words`; None when neither
     is given. Errors name the keys as fields (`OptionError`), for the command line to word as flags."""
-    from yoloprune.yolo.finetune import parse_train_args
+    from yoloprune.workflows.finetune import parse_train_args
 
     given = {k: v for k, v in flags.items() if v is not None}
     for key in ("layers", "exclude"):  # `--layers 1 3 imgsz=96`: argparse hands the KEY=VALUE to the flag

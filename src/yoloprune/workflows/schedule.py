@@ -42,9 +42,7 @@ from yoloprune.importance import NEEDS
 from yoloprune.pruning.count import count_flops, count_params
 from yoloprune.pruning.options import Metric
 from yoloprune.text import plural
-from yoloprune.yolo import adapter, api
-from yoloprune.yolo.check import num_classes
-from yoloprune.yolo.finetune import (
+from yoloprune.workflows.finetune import (
     TASKS,
     check_data,
     check_teacher,
@@ -53,10 +51,12 @@ from yoloprune.yolo.finetune import (
     finetune,
     training_args,
 )
-from yoloprune.yolo.history import write_history
+from yoloprune.workflows.history import write_history
+from yoloprune.workflows.recipe import Recipe, Schedule, check_same, load_recipe, saved_sha256
+from yoloprune.yolo import adapter, api
+from yoloprune.yolo.check import num_classes
 from yoloprune.yolo.inventory import short_type
 from yoloprune.yolo.io import load_model, save_checkpoint
-from yoloprune.yolo.recipe import Recipe, Schedule, check_same, load_recipe, saved_sha256
 from yoloprune.yolo.transfer import rebuild_class_outputs
 
 STATE_VERSION = 1
@@ -103,7 +103,7 @@ def plan(recipe: Recipe) -> list[Step]:
     """The steps of `recipe`, baseline first.
 
     Example:
-        >>> from yoloprune.yolo.recipe import recipe_from_dict
+        >>> from yoloprune.workflows.recipe import recipe_from_dict
         >>> r = recipe_from_dict({"version": 1, "schedule": "layerwise", "model": "best.pt",
         ...                       "data": "digits/data.yaml", "ratio": 0.5, "layers": [1, 3],
         ...                       "final_epochs": 5})
@@ -306,7 +306,7 @@ def check_recipe(recipe: Recipe, log: Log = print) -> int:
     """Check everything about `recipe` that can go wrong before training; return the image size.
 
     Example:
-        >>> from yoloprune.yolo.recipe import recipe_from_dict
+        >>> from yoloprune.workflows.recipe import recipe_from_dict
         >>> r = recipe_from_dict({"version": 1, "schedule": "oneshot", "model": "best.pt",
         ...                       "data": "digits/data.yaml", "ratio": 0.5, "train": {"imgsz": 64}})
         >>> check_recipe(r, log=lambda line: None)

@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from yoloprune.atomic import atomic_write
-from yoloprune.bench.table import SPEED_KEY, Bench
 from yoloprune.errors import YoloPruneError
 from yoloprune.importance import CRITERIA
 from yoloprune.progress import format_duration
 from yoloprune.pruning.options import PruneOptions
+from yoloprune.reports.bench import SPEED_KEY, Bench
 from yoloprune.text import plural
-from yoloprune.yolo import schedule
+from yoloprune.workflows import schedule
+from yoloprune.workflows.recipe import Recipe, check_same, load_recipe, saved_sha256
 from yoloprune.yolo.evaluate import bench, check_timing
-from yoloprune.yolo.recipe import Recipe, check_same, load_recipe, saved_sha256
 
 # The seed's "4 methods comparison": the three activation-clustering variants and BatchNorm gamma.
 DEFAULT_CRITERIA = ("act-maxweight", "act-medoid", "act-maxgamma", "bn")

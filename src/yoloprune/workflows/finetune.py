@@ -39,7 +39,7 @@ from yoloprune.errors import YoloPruneError
 from yoloprune.pruning.count import count_params
 from yoloprune.text import plural
 from yoloprune.yolo.check import num_classes
-from yoloprune.yolo.data import yolo_dataset
+from yoloprune.yolo.dataset import yolo_dataset
 from yoloprune.yolo.io import load_model
 from yoloprune.yolo.quiet import quiet
 from yoloprune.yolo.transfer import class_outputs, rebuild_class_outputs
