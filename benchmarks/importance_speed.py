@@ -45,8 +45,8 @@ def bench(repeats: int) -> dict:
     from yoloprune.importance import CRITERIA, Aggregation, Context, Ranking
     from yoloprune.importance.base import NEEDS
     from yoloprune.pruning.allocate import Allocator, CostModel, Limits, lost_table, measurer
+    from yoloprune.pruning.choose import choose, select_groups
     from yoloprune.pruning.options import PruneOptions
-    from yoloprune.pruning.plan import choose, select_groups
     from yoloprune.yolo.adapter import ULTRALYTICS
     from yoloprune.yolo.api import analyze
 

@@ -92,7 +92,8 @@ def yoloprune_ops(model: nn.Module) -> tuple[dict[str, Op], Callable[[], dict]]:
     from yoloprune.graph.groups import build_groups
     from yoloprune.graph.trace import trace
     from yoloprune.pruning.apply import apply_plan
-    from yoloprune.pruning.plan import PruneOptions, choose, select_groups
+    from yoloprune.pruning.choose import choose, select_groups
+    from yoloprune.pruning.plan import PruneOptions
     from yoloprune.yolo.adapter import ULTRALYTICS
     from yoloprune.yolo.api import analyze, prune
 

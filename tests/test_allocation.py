@@ -16,9 +16,10 @@ from yoloprune.errors import YoloPruneError
 from yoloprune.graph.groups import Group
 from yoloprune.importance import Ranking
 from yoloprune.pruning.allocate import Allocator, Limits, measurer
+from yoloprune.pruning.choose import choose, select_groups
 from yoloprune.pruning.count import count_flops
 from yoloprune.pruning.options import PruneOptions
-from yoloprune.pruning.plan import choose, plan_options, select_groups
+from yoloprune.pruning.plan import plan_options
 from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import analyze, prune
 from yoloprune.yolo.io import load_model

@@ -13,7 +13,8 @@ from yoloprune.graph.groups import build_groups
 from yoloprune.graph.ops import KNOWN_OPS, OpKind, op_kind
 from yoloprune.graph.trace import Member, trace
 from yoloprune.pruning.apply import apply_plan
-from yoloprune.pruning.plan import PruneOptions, choose, select_groups
+from yoloprune.pruning.choose import choose, select_groups
+from yoloprune.pruning.plan import PruneOptions
 from yoloprune.pruning.verify import compare, excite, masked_copy
 
 X = (torch.randn(2, 3, 16, 16),)

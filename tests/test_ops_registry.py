@@ -23,7 +23,8 @@ from yoloprune.cli import main
 from yoloprune.graph.groups import build_groups
 from yoloprune.graph.ops import KNOWN_OPS, OpKind, op_kind, op_name
 from yoloprune.graph.trace import Member, trace
-from yoloprune.pruning.plan import PruneOptions, choose, select_groups
+from yoloprune.pruning.choose import choose, select_groups
+from yoloprune.pruning.plan import PruneOptions
 from yoloprune.pruning.verify import excite, prune_and_compare
 from yoloprune.yolo.api import analyze, prune
 

@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
 from coverage import offline_copy, shipped_configs
 
-from yoloprune.pruning.plan import Plan, PruneOptions, choose, select_groups
+from yoloprune.pruning.choose import choose, select_groups
+from yoloprune.pruning.plan import Plan, PruneOptions
 from yoloprune.reports import analysis as report
 from yoloprune.yolo.api import Analysis, analyze, prune
 

@@ -37,8 +37,9 @@ from torch import nn
 
 from yoloprune.graph.groups import ChannelGraph, build_groups
 from yoloprune.graph.trace import trace
+from yoloprune.pruning.choose import choose, select_groups
 from yoloprune.pruning.layers import channel_count
-from yoloprune.pruning.plan import PruneOptions, choose, load_plan, plan_from_removed, select_groups
+from yoloprune.pruning.plan import PruneOptions, load_plan, plan_from_removed
 from yoloprune.pruning.verify import compare, excite, prune_and_compare
 from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import analyze, prune

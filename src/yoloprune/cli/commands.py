@@ -135,7 +135,7 @@ def _change(before: int, after: int) -> str:
 def _prune_summary(result: PruneResult, replayed: str | None = None, head: str = "Pruned") -> str:
     """What a prune did and the evidence that it is right (a row per check, ok or FAIL); `replayed`
     names the plan file the channels came from, if any."""
-    from yoloprune.pruning.plan import select_groups
+    from yoloprune.pruning.choose import select_groups
 
     graph, plan, opts = result.analysis.graph, result.plan, result.options
     in_scope = [g for g in select_groups(graph, result.scope) if g.prunable]

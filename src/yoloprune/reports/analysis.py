@@ -21,7 +21,7 @@ from yoloprune.errors import YoloPruneError
 from yoloprune.graph.explain import Break, naive_breaks
 from yoloprune.graph.groups import ChannelGraph, Group, covers
 from yoloprune.graph.trace import Member
-from yoloprune.pruning.plan import select_groups
+from yoloprune.pruning.choose import select_groups
 from yoloprune.reports.tables import markdown_table
 from yoloprune.text import plural, word
 from yoloprune.yolo.api import Analysis, scope_of

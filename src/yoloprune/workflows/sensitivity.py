@@ -42,8 +42,9 @@ from yoloprune.pruning.allocate import (
 )
 from yoloprune.pruning.allocate import measurer as flops_measurer
 from yoloprune.pruning.apply import apply_plan
+from yoloprune.pruning.choose import select_groups
 from yoloprune.pruning.options import PruneOptions, resolve_round_to
-from yoloprune.pruning.plan import Plan, plan_from_removed, select_groups
+from yoloprune.pruning.plan import Plan, plan_from_removed
 from yoloprune.reports.plots import pyplot, save_figure
 from yoloprune.reports.tables import text_table
 from yoloprune.text import plural

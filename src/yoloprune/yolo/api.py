@@ -25,8 +25,9 @@ from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.graph.trace import TraceError, trace
 from yoloprune.progress import phase
 from yoloprune.pruning.allocate import measurer
+from yoloprune.pruning.choose import choose, select_groups
 from yoloprune.pruning.count import count_flops, count_params
-from yoloprune.pruning.plan import Plan, PruneOptions, choose, load_plan, plan_options, select_groups
+from yoloprune.pruning.plan import Plan, PruneOptions, load_plan, plan_options
 from yoloprune.pruning.probe import probe
 from yoloprune.pruning.verify import (
     Equivalence,
