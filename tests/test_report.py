@@ -9,8 +9,9 @@ import pytest
 
 from yoloprune.errors import YoloPruneError
 from yoloprune.reports import analysis as report
+from yoloprune.reports.inventory import render_json, render_markdown, render_text
 from yoloprune.yolo.api import analyze
-from yoloprune.yolo.inventory import describe, inventory, render_json, render_markdown, render_text
+from yoloprune.yolo.inventory import describe, inventory
 
 
 @pytest.fixture(scope="module")

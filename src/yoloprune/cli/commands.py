@@ -96,16 +96,17 @@ def _read_text(path: str, what: str) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from yoloprune.reports import inventory as render
     from yoloprune.yolo import api, inventory
 
     a = api.analyze(args.model, run_probe=False)
     blocks = inventory.inventory(a)
     if args.format == "json":
-        text = inventory.render_json(blocks, a.source, a.task)
+        text = render.render_json(blocks, a.source, a.task)
     elif args.format == "md":
-        text = inventory.render_markdown(blocks, a.source)
+        text = render.render_markdown(blocks, a.source)
     else:
-        text = inventory.render_text(blocks)
+        text = render.render_text(blocks)
     _emit(text, args.out)
     return 0
 
