@@ -6,7 +6,7 @@ all threads).
 
 Scope: yolov8s is built from its YAML (untrained: latency does not depend on the values) and analysed
 once; each variant is `PruneOptions(target_flops=T, allocation="global", round_to=R)` (l1 ranking). All ten
-models go through `yoloprune.yolo.evaluate.bench` together, once per runtime: `runtime="ort"`
+models go through `yoloprune.workflows.evaluate.bench` together, once per runtime: `runtime="ort"`
 (Ultralytics' ONNX export, not simplified) and `runtime="openvino", int8=True` (Ultralytics' OpenVINO
 export in FP32, and in INT8 by NNCF calibrated on 16 generated digit scenes: latency does not depend on
 the calibration images), at batch 1, every model timed in turn within a setting (so load changes hit
@@ -85,8 +85,8 @@ def padding(model: nn.Module, imgsz: int, block: int) -> float:
 def measure(runs: int, warmup: int) -> dict:
     from yoloprune.channel_blocks import channel_multiple
     from yoloprune.workflows.data import make_digits
+    from yoloprune.workflows.evaluate import bench
     from yoloprune.yolo.api import PruneOptions, analyze, prune
-    from yoloprune.yolo.evaluate import bench
 
     start = time.perf_counter()
     a = analyze(MODEL)

@@ -9,14 +9,14 @@ import math
 import pytest
 import torch
 
-from yoloprune.bench.latency import Timing, round_robin, tensorrt_latency
 from yoloprune.cli import main
 from yoloprune.progress import Progress
 from yoloprune.pruning.options import PruneOptions
-from yoloprune.reports.bench import Bench, Measurement
+from yoloprune.reports.measurements import Bench, Measurement
+from yoloprune.timing import Timing, round_robin, tensorrt_latency
 from yoloprune.workflows.data import make_digits
+from yoloprune.workflows.evaluate import ValLoss
 from yoloprune.yolo.api import excited_copy, prune
-from yoloprune.yolo.evaluate import ValLoss
 from yoloprune.yolo.io import load_model, save_checkpoint
 
 LATENCY_KEYS = {"ort_cpu_1_thread", "ort_cpu_all_threads", "tensorrt_fp16"}

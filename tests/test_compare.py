@@ -15,11 +15,11 @@ import pytest
 import yaml
 from tiny_training import TRAIN, train_baseline
 
-from yoloprune.bench.latency import Timing
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
 from yoloprune.pruning.count import count_params
-from yoloprune.reports.bench import Bench, Measurement
+from yoloprune.reports.measurements import Bench, Measurement
+from yoloprune.timing import Timing
 from yoloprune.workflows import compare as compare_module
 from yoloprune.workflows.compare import DEFAULT_CRITERIA, compare
 from yoloprune.workflows.recipe import load_recipe, recipe_from_dict

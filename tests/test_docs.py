@@ -400,7 +400,7 @@ def test_readme_is_a_front_door():
 
 SLOW_DOCTESTS = {  # name -> why it is slow; each function also has fast tests of its own
     "yoloprune.yolo.api.prune": "four prunes of yolov8n, ~5 s (tests/test_prune_yolo.py)",
-    "yoloprune.yolo.evaluate.bench": "two ONNX exports and validations, ~4 s (tests/test_bench.py)",
+    "yoloprune.workflows.evaluate.bench": "two ONNX exports and validations, ~4 s (tests/test_bench.py)",
     "yoloprune.yolo.deploy.as_timed": "an OpenVINO INT8 export and validation, ~15 s (tests/test_deploy.py)",
     "yoloprune.reports.costs.block_costs": "a prune, ~2 s (the dry-run table in tests/test_allocation.py)",
     "yoloprune.workflows.schedule.check_recipe": "a dry run, ~2 s (every run of tests/test_schedule.py)",

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from yoloprune import channel_blocks
-from yoloprune.bench.latency import Timing, _engine_bytes
 from yoloprune.cli import main
 from yoloprune.errors import OptionError
-from yoloprune.reports.bench import LATENCIES, Bench, Export, Measurement
+from yoloprune.reports.measurements import LATENCIES, Bench, Export, Measurement
 from yoloprune.runtimes import DEPLOY_EXTRA, Precision, Runtime, Setting, missing, precisions, settings
+from yoloprune.timing import Timing, _engine_bytes
 from yoloprune.yolo import deploy
 
 AVX512 = frozenset(["avx2", "avx512f", "avx512bw", "avx512vl"])

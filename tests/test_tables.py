@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 
-from yoloprune.bench.latency import Timing
-from yoloprune.reports.bench import Bench, Measurement
+from yoloprune.reports.measurements import Bench, Measurement
 from yoloprune.reports.tables import markdown_table, text_table
+from yoloprune.timing import Timing
 
 
 def columns(line: str) -> int:

@@ -319,7 +319,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from yoloprune.yolo.evaluate import bench
+    from yoloprune.workflows.evaluate import bench
 
     b = bench(
         args.models,

@@ -28,11 +28,11 @@ from yoloprune.errors import YoloPruneError
 from yoloprune.importance import CRITERIA
 from yoloprune.progress import format_duration
 from yoloprune.pruning.options import PruneOptions
-from yoloprune.reports.bench import SPEED_KEY, Bench
+from yoloprune.reports.measurements import SPEED_KEY, Bench
 from yoloprune.text import plural
 from yoloprune.workflows import schedule
+from yoloprune.workflows.evaluate import bench, check_timing
 from yoloprune.workflows.recipe import Recipe, check_same, load_recipe, saved_sha256
-from yoloprune.yolo.evaluate import bench, check_timing
 
 # The seed's "4 methods comparison": the three activation-clustering variants and BatchNorm gamma.
 DEFAULT_CRITERIA = ("act-maxweight", "act-medoid", "act-maxgamma", "bn")

@@ -48,10 +48,10 @@ from yoloprune.pruning.plan import Plan, plan_from_removed
 from yoloprune.reports.plots import pyplot, save_figure
 from yoloprune.reports.tables import text_table
 from yoloprune.text import plural
+from yoloprune.workflows.evaluate import ValLoss, accuracy
 from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import Analysis, analyze, imgsz_of, scope_of
 from yoloprune.yolo.calibrate import evidence_for
-from yoloprune.yolo.evaluate import ValLoss, accuracy
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 METRICS = {"loss": "validation loss", "map": "mAP50-95"}  # --metric -> what is measured

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from ultralytics import YOLO
 
-from yoloprune.bench.latency import fp32_cpu, tensorrt_unavailable
 from yoloprune.errors import OptionError, YoloPruneError, first_line
 from yoloprune.runtimes import PACKAGES, Precision, Runtime, Setting, require, runtime_of, settings
+from yoloprune.timing import fp32_cpu, tensorrt_unavailable
 from yoloprune.yolo.check import export_onnx
 from yoloprune.yolo.dataset import yolo_dataset
 from yoloprune.yolo.io import model_task
@@ -155,7 +155,7 @@ def as_timed(setting: Setting) -> contextlib.AbstractContextManager:
     arithmetic wherever the model is not quantized; the other runtimes as they are.
 
     Example:
-        >>> from yoloprune.yolo.evaluate import accuracy
+        >>> from yoloprune.workflows.evaluate import accuracy
         >>> setting = Setting(Runtime.OPENVINO, Precision.INT8)
         >>> folder = export(Path("best.pt"), setting, 64, "digits/data.yaml")
         >>> with as_timed(setting):

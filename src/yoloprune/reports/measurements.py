@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yoloprune.bench.latency import Timing
 from yoloprune.reports.plots import pyplot, save_figure
 from yoloprune.reports.tables import markdown_table
 from yoloprune.runtimes import export_title
+from yoloprune.timing import Timing
 
 LATENCIES = {  # JSON key -> column title
     "ort_cpu_1_thread": "ORT CPU 1 thread",

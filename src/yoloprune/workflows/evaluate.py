@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from yoloprune.bench.latency import latency as timings
 from yoloprune.errors import YoloPruneError, first_line
 from yoloprune.progress import Progress
 from yoloprune.pruning.count import count_flops, count_params
-from yoloprune.reports.bench import Bench, Export, Measurement
+from yoloprune.reports.measurements import Bench, Export, Measurement
 from yoloprune.runtimes import Precision, Runtime, Setting, export_title, runtime_of
 from yoloprune.text import plural
+from yoloprune.timing import latency as timings
 from yoloprune.workflows.finetune import Metrics, evaluate
 from yoloprune.yolo import deploy
 from yoloprune.yolo.check import check_imgsz, hyperparameters, num_classes
