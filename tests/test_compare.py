@@ -21,7 +21,7 @@ from yoloprune.pruning.count import count_params
 from yoloprune.reports.measurements import Bench, Measurement
 from yoloprune.timing import Timing
 from yoloprune.workflows import compare as compare_module
-from yoloprune.workflows.compare import DEFAULT_CRITERIA, compare
+from yoloprune.workflows.compare import DEFAULT_CRITERIA, compare_criteria
 from yoloprune.workflows.recipe import load_recipe, recipe_from_dict
 from yoloprune.workflows.schedule import RunResult
 from yoloprune.yolo.io import load_model
@@ -119,7 +119,7 @@ def test_resume_skips_finished_criteria_and_continues_a_half_finished_one(compar
     (out / "bn" / "state.json").write_text(json.dumps(state))
     l1_final = (out / "l1" / "final.pt").stat().st_mtime_ns
     lines: list[str] = []
-    c = compare(None, None, out, resume=True, runs=2, warmup=0, log=lines.append)
+    c = compare_criteria(None, None, out, resume=True, runs=2, warmup=0, log=lines.append)
     assert any(line.startswith("[criterion 1/2] l1: finished before; skipped") for line in lines)
     assert any(line.startswith("[criterion 2/2] bn: resume") for line in lines)
     assert "    Resuming" in "\n".join(lines) and "[step 1/1]" in "\n".join(lines)
@@ -133,21 +133,21 @@ def test_resume_refusals(compared, tmp_path) -> None:
     out = compared["out"]
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     with pytest.raises(YoloPruneError, match=r"--criteria l1 random differs from the criteria .* \(l1 bn\)"):
-        compare(None, ["l1", "random"], out, resume=True)
+        compare_criteria(None, ["l1", "random"], out, resume=True)
     saved = load_recipe(out / "recipe.yaml")
     other = recipe_from_dict({**saved.as_dict(), "ratio": 0.25})
     with pytest.raises(YoloPruneError, match="recipe differs from the one"):
-        compare(other, None, out, resume=True)
+        compare_criteria(other, None, out, resume=True)
     with pytest.raises(YoloPruneError, match="already holds a comparison; pass --resume"):
-        compare(saved, ["l1"], out)
+        compare_criteria(saved, ["l1"], out)
     with pytest.raises(YoloPruneError, match="Nothing to resume"):
-        compare(None, None, tmp_path / "none", resume=True)
+        compare_criteria(None, None, tmp_path / "none", resume=True)
     with pytest.raises(YoloPruneError, match="Give a recipe"):
-        compare(None, ["l1"], tmp_path / "none")
+        compare_criteria(None, ["l1"], tmp_path / "none")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(YoloPruneError, match="not an empty folder"):
-        compare(saved, ["l1"], tmp_path / "busy")
+        compare_criteria(saved, ["l1"], tmp_path / "busy")
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing touched
 
 
@@ -171,7 +171,7 @@ def test_bad_criteria_are_refused_before_anything_is_written(baseline, tmp_path,
         }
     )
     with pytest.raises(YoloPruneError, match=expected):
-        compare(recipe, criteria, tmp_path / "cmp")
+        compare_criteria(recipe, criteria, tmp_path / "cmp")
     assert not (tmp_path / "cmp").exists()
 
 
@@ -236,7 +236,7 @@ def test_compare_exits_3_when_a_criterion_did_not_reach_its_target(monkeypatch, 
     )
     table = SimpleNamespace(gains_markdown=lambda labels, what: "| criterion |\n")
     done = SimpleNamespace(criteria=("l1", "bn"), runs=runs, labels=("baseline", "l1", "bn"), bench=table)
-    monkeypatch.setattr(compare_module, "compare", lambda *a, **k: done)
+    monkeypatch.setattr(compare_module, "compare_criteria", lambda *a, **k: done)
     argv = ["compare", "--schedule", "iterative", "--model", "m.pt", "--data", "d.yaml", "--ratio", "0.5"]
     assert main([*argv, "--max-drop", "0.1", "--out", "cmp"]) == 3
     assert f"target not reached (exit status 3) by bn: {stopped}" in capsys.readouterr().err

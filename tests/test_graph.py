@@ -15,7 +15,7 @@ from yoloprune.graph.trace import Member, trace
 from yoloprune.pruning.apply import apply_plan
 from yoloprune.pruning.choose import choose, select_groups
 from yoloprune.pruning.plan import PruneOptions
-from yoloprune.pruning.verify import compare, excite, masked_copy
+from yoloprune.pruning.verify import compare_outputs, excite, masked_copy
 
 X = (torch.randn(2, 3, 16, 16),)
 
@@ -133,7 +133,7 @@ def prune_all(model: nn.Module, ratio: float = 0.5, importance: str = "l1"):
     plan = choose(graph, model, select_groups(graph, None), PruneOptions(ratio=ratio, importance=importance))
     pruned = copy.deepcopy(model)
     apply_plan(pruned, graph, plan.removed)
-    return graph, plan, pruned, compare(pruned, masked_copy(model, graph, plan.removed), X)
+    return graph, plan, pruned, compare_outputs(pruned, masked_copy(model, graph, plan.removed), X)
 
 
 def test_conv_bn_and_consumer_form_one_group():
@@ -236,7 +236,7 @@ def test_masking_check_can_fail():
     wrong = copy.deepcopy(pruned)
     with torch.no_grad():
         wrong.b[0].weight.mul_(-1)
-    assert not compare(wrong, masked_copy(model, graph, plan.removed), X).ok
+    assert not compare_outputs(wrong, masked_copy(model, graph, plan.removed), X).ok
 
 
 def test_trace_restores_training_mode_and_leaves_no_hooks():

@@ -40,7 +40,7 @@ from yoloprune.graph.trace import trace
 from yoloprune.pruning.choose import choose, select_groups
 from yoloprune.pruning.layers import channel_count
 from yoloprune.pruning.plan import PruneOptions, load_plan, plan_from_removed
-from yoloprune.pruning.verify import compare, excite, prune_and_compare
+from yoloprune.pruning.verify import compare_outputs, excite, prune_and_compare
 from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import analyze, prune
 from yoloprune.yolo.io import load_model
@@ -89,7 +89,7 @@ def check_plain(spec: tuple, plan: tuple[float | None, int]) -> None:
     torch.save(pruned, buffer)
     buffer.seek(0)
     reloaded = torch.load(buffer, weights_only=False)
-    assert compare(reloaded, pruned, X_OTHER).max_rel_error == 0.0
+    assert compare_outputs(reloaded, pruned, X_OTHER).max_rel_error == 0.0
     with torch.no_grad():
         pruned.train()(*X)
 
@@ -130,7 +130,7 @@ def check_yaml(spec: tuple, ratio: float, seed: int) -> None:
             mine, theirs = r.model.state_dict(), saved.state_dict()
             assert mine.keys() == theirs.keys()
             assert all(torch.equal(mine[k], theirs[k]) for k in mine), fmt
-            assert compare(saved, r.model, inputs, ULTRALYTICS).max_rel_error == 0.0, fmt
+            assert compare_outputs(saved, r.model, inputs, ULTRALYTICS).max_rel_error == 0.0, fmt
 
 
 @settings(FAST, max_examples=25)

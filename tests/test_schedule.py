@@ -26,7 +26,7 @@ from yoloprune.pruning.count import count_params
 from yoloprune.workflows import schedule
 from yoloprune.workflows.finetune import Metrics, conv_widths
 from yoloprune.workflows.recipe import Schedule, load_recipe, recipe_from_cli, recipe_from_dict
-from yoloprune.workflows.schedule import plan
+from yoloprune.workflows.schedule import steps_of
 from yoloprune.yolo.io import load_model, save_checkpoint
 
 BASE = {"version": 1, "model": "best.pt", "data": "data.yaml"}
@@ -299,13 +299,15 @@ def test_iterative_run_from_flags(baseline, tmp_path, capsys) -> None:
 
 
 def test_plan_splits_a_ratio_or_a_target_into_steps() -> None:
-    ratio = plan(recipe_from_dict({**BASE, "schedule": "iterative", "ratio": 0.5, "steps": 2, "epochs": 3}))
+    ratio = steps_of(
+        recipe_from_dict({**BASE, "schedule": "iterative", "ratio": 0.5, "steps": 2, "epochs": 3})
+    )
     assert [(s.kind, s.epochs) for s in ratio] == [("baseline", 0), ("prune", 3), ("prune", 3)]
     assert [s.ratio for s in ratio[1:]] == pytest.approx([0.25, 1 / 3])  # of what the last step left
-    target = plan(recipe_from_dict({**BASE, "schedule": "iterative", "target_flops": 0.5, "steps": 2}))
+    target = steps_of(recipe_from_dict({**BASE, "schedule": "iterative", "target_flops": 0.5, "steps": 2}))
     assert [s.keep for s in target] == [None, pytest.approx(0.5**0.5), 0.5]  # 29% of what is left, twice
     layers = ["1", "model.2.cv1.conv:auto", {"block": 5, "ratio": 0.25}]
-    lw = plan(
+    lw = steps_of(
         recipe_from_dict({**BASE, "schedule": "layerwise", "ratio": 0.5, "layers": layers, "final_epochs": 9})
     )
     assert [(s.blocks, s.layers, s.ratio) for s in lw[1:4]] == [

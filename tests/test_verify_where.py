@@ -11,7 +11,7 @@ from torch import nn
 
 from yoloprune.cli import main
 from yoloprune.pruning.options import PruneOptions
-from yoloprune.pruning.verify import compare, first_divergence, first_state_difference
+from yoloprune.pruning.verify import compare_outputs, first_divergence, first_state_difference
 from yoloprune.yolo.api import excited_copy, prune, verify
 from yoloprune.yolo.io import load_model, save_checkpoint
 
@@ -85,7 +85,7 @@ def test_first_divergence_compares_narrowed_outputs_on_the_kept_channels():
         assert first_divergence(narrow, wide, x, {"0": keep})[0] == "3"
         narrow[0].bias[2] += 1  # earlier: output channel 3 of the original, kept as 2
         assert first_divergence(narrow, wide, x, {"0": keep})[0] == "0"
-        eq = compare(narrow, wide, x, kept={"0": keep})
+        eq = compare_outputs(narrow, wide, x, kept={"0": keep})
     assert not eq.ok and eq.first_divergence[0] == "0" and eq.first_divergence[1] > eq.tolerance
 
 

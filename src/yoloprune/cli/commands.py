@@ -292,9 +292,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from yoloprune.workflows.compare import compare
+    from yoloprune.workflows.compare import compare_criteria
 
-    c = compare(
+    c = compare_criteria(
         _recipe(args),
         args.criteria,
         args.out,

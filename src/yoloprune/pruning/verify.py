@@ -200,7 +200,7 @@ def _difference(a: list, b: list) -> float:
     return max((_rel_error(x, y) for x, y in zip(a, b, strict=True)), default=0.0)
 
 
-def compare(
+def compare_outputs(
     pruned: nn.Module,
     masked: nn.Module,
     inputs: tuple[torch.Tensor, ...],
@@ -250,7 +250,7 @@ def prune_and_compare(
     adapter.fix_attributes(pruned)
     kept = kept_outputs(graph, removed)
     with masking(model, graph, removed) as masked:
-        return pruned, widths, compare(pruned, masked, inputs, adapter, measure_signal, kept)
+        return pruned, widths, compare_outputs(pruned, masked, inputs, adapter, measure_signal, kept)
 
 
 def _rel_error(x: torch.Tensor, y: torch.Tensor) -> float:

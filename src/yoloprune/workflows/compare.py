@@ -108,7 +108,7 @@ class Comparison:
         return self.bench.plot_gains(path, self.labels)
 
 
-def compare(
+def compare_criteria(
     recipe: Recipe | None,
     criteria: list[str] | tuple[str, ...] | None,
     folder: str | os.PathLike[str],
@@ -127,7 +127,7 @@ def compare(
     Progress goes to `log`; `verbose` also shows Ultralytics' training output.
 
     Example:
-        >>> c = compare(load_recipe("recipe.yaml"), ["l1", "bn"], "runs/compare")  # doctest: +SKIP
+        >>> c = compare_criteria(load_recipe("recipe.yaml"), ["l1", "bn"], "runs/compare")  # doctest: +SKIP
         >>> [(r["criterion"], round(r["speed_up"], 2)) for r in c.rows()]  # doctest: +SKIP
         [('baseline', 1.0), ('l1', 1.71), ('bn', 1.69)]
     """

@@ -99,7 +99,7 @@ class RunResult:
         return self.stopped is None
 
 
-def plan(recipe: Recipe) -> list[Step]:
+def steps_of(recipe: Recipe) -> list[Step]:
     """The steps of `recipe`, baseline first.
 
     Example:
@@ -107,7 +107,7 @@ def plan(recipe: Recipe) -> list[Step]:
         >>> r = recipe_from_dict({"version": 1, "schedule": "layerwise", "model": "best.pt",
         ...                       "data": "digits/data.yaml", "ratio": 0.5, "layers": [1, 3],
         ...                       "final_epochs": 5})
-        >>> [s.what for s in plan(r)]
+        >>> [s.what for s in steps_of(r)]
         ['baseline', 'prune block 1, ratio 0.5', 'prune block 3, ratio 0.5', 'final fine-tune']
     """
     r = recipe
@@ -162,7 +162,7 @@ def run(
     """
     folder = Path(folder)
     recipe, state = _resume(recipe, folder) if resume else _start(recipe, folder, log, checked)
-    steps = plan(recipe)
+    steps = steps_of(recipe)
     n = len(steps) - 1
     last = max((s.index for s in steps if s.epochs), default=0)  # the run's last fine-tune
     if state["finished"]:
@@ -321,7 +321,7 @@ def check_recipe(recipe: Recipe, log: Log = print) -> int:
     training_args(Path(recipe.model), recipe.data, 1, loaded.task, recipe.train)
     student = loaded.model
     if len(names) != num_classes(student):  # the run's first fine-tune gives the model the data's classes
-        if not any(step.epochs for step in plan(recipe)):
+        if not any(step.epochs for step in steps_of(recipe)):
             raise YoloPruneError(
                 f"--data {recipe.data}: its class count ({len(names)}) differs from the one {recipe.model} "
                 f"predicts ({num_classes(student)}), and the recipe never fine-tunes (epochs 0, final_epochs "
@@ -342,7 +342,7 @@ def check_recipe(recipe: Recipe, log: Log = print) -> int:
     with tempfile.TemporaryDirectory(prefix="yoloprune-dry-run-") as tmp:
         source = save_checkpoint(loaded.model, Path(tmp) / "step0.pt", source_ckpt=loaded.ckpt)
         first = last = _costs(loaded.model, imgsz)
-        for step in plan(recipe):
+        for step in steps_of(recipe):
             if step.kind == "prune":
                 result = _prune(step, source, recipe, first, last)
                 if result is not None:

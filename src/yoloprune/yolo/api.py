@@ -31,7 +31,7 @@ from yoloprune.pruning.plan import Plan, PruneOptions, load_plan, plan_options
 from yoloprune.pruning.probe import probe
 from yoloprune.pruning.verify import (
     Equivalence,
-    compare,
+    compare_outputs,
     excite,
     excited,
     first_state_difference,
@@ -414,7 +414,7 @@ def verify(original: object, pruned: object, plan: str, *, check_onnx: bool = Tr
         eq = Equivalence(float("inf"), 0)
     else:
         masked = masked_copy(a.model, a.graph, chosen.removed)
-        eq = compare(model, masked, inputs, ULTRALYTICS, True, kept_outputs(a.graph, chosen.removed))
+        eq = compare_outputs(model, masked, inputs, ULTRALYTICS, True, kept_outputs(a.graph, chosen.removed))
     with excited(a.model, _excitation_batch(a.model, 0)):
         _, _, structural = prune_and_compare(a.model, a.graph, chosen.removed, inputs, ULTRALYTICS)
     widths = _where(differs, same_shapes, "every layer has the width the plan gives")
