@@ -142,8 +142,8 @@ def test_python_snippet_runs(block: Block, workdir: Path):
 @pytest.mark.parametrize("block", [pytest.param(b, id=b.id) for b in PYTHON])
 def test_python_snippet_imports_and_names_resolve(block: Block):
     """Fast for every snippet, slow ones included: its imports work and every dotted name it reads
-    from an imported module exists (`yoloprune.workflows.compare.compare_criteria` after only `import yoloprune`
-    does not)."""
+    from an imported module exists (`yoloprune.workflows.compare.compare_criteria` after only
+    `import yoloprune` does not)."""
     tree = ast.parse(block.text, block.id)
     namespace: dict = {}
     imports = [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
