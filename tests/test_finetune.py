@@ -139,6 +139,7 @@ def test_finetune_on_a_dataset_with_other_classes_rebuilds_only_the_class_output
     _transferred(setup["dir"] / "three" / "weights" / "best.pt", setup["model"], setup["dir"])
 
 
+@pytest.mark.slow  # the head rebuild itself, per task, is checked fast in tests/test_transfer.py
 @pytest.mark.parametrize(
     ("task", "yaml", "was"), [("segment", "yolov8n-seg.yaml", 80), ("pose", "yolov8n-pose.yaml", 1)]
 )

@@ -120,6 +120,7 @@ def test_kill_9_in_the_middle_then_resume_gives_the_same_run(layerwise, tmp_path
     assert "already finished" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # the same rule, fast: test_a_run_whose_first_step_exceeds_max_drop_keeps_the_baseline_and_exits_3
 def test_iterative_run_stops_when_map_drops_more_than_max_drop(baseline, tmp_path, monkeypatch) -> None:
     """Steps without fine-tuning, with the validator replaced by falling scores: step 2 falls 0.2 below
     the baseline, so the run stops there, skips step 3 and keeps step 1's model."""
@@ -253,7 +254,11 @@ def test_a_run_on_a_dataset_with_other_classes_must_fine_tune(baseline, tmp_path
 
 @pytest.mark.parametrize(
     ("train", "expected"),
-    [({}, [0, 0, None]), ({"warmup_epochs": 1.5}, [1.5, 1.5, 1.5])],
+    [
+        # the default is also checked, on a real run's args.yaml, by test_layerwise_run_end_to_end
+        pytest.param({}, [0, 0, None], marks=pytest.mark.slow),
+        ({"warmup_epochs": 1.5}, [1.5, 1.5, 1.5]),
+    ],
     ids=["default", "set"],
 )
 def test_only_the_last_fine_tune_keeps_the_warm_up(baseline, tmp_path, monkeypatch, train, expected) -> None:
