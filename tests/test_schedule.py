@@ -120,7 +120,7 @@ def test_kill_9_in_the_middle_then_resume_gives_the_same_run(layerwise, tmp_path
     assert "already finished" in capsys.readouterr().out
 
 
-@pytest.mark.slow  # the same rule, fast: test_a_run_whose_first_step_exceeds_max_drop_keeps_the_baseline_and_exits_3
+@pytest.mark.slow  # the same rule, fast: test_a_run_whose_first_step_exceeds_max_drop_keeps_the_baseline_...
 def test_iterative_run_stops_when_map_drops_more_than_max_drop(baseline, tmp_path, monkeypatch) -> None:
     """Steps without fine-tuning, with the validator replaced by falling scores: step 2 falls 0.2 below
     the baseline, so the run stops there, skips step 3 and keeps step 1's model."""
