@@ -32,7 +32,7 @@ from yoloprune.reports.measurements import SPEED_KEY, Bench
 from yoloprune.text import plural
 from yoloprune.workflows import schedule
 from yoloprune.workflows.evaluate import bench, check_timing
-from yoloprune.workflows.recipe import Recipe, check_same, load_recipe, saved_sha256
+from yoloprune.workflows.recipe import Recipe, check_same, check_state_belongs, load_recipe
 
 # The seed's "4 methods comparison": the three activation-clustering variants and BatchNorm gamma.
 DEFAULT_CRITERIA = ("act-maxweight", "act-medoid", "act-maxgamma", "bn")
@@ -262,12 +262,7 @@ def _resume(
         names = tuple(state["criteria"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise YoloPruneError(f"Cannot read {path}: {e}. Start the comparison again in a new folder.") from e
-    belongs = state.get("recipe_sha256") == saved_sha256(folder / "recipe.yaml")  # as it was saved
-    if state.get("version") != STATE_VERSION or not belongs:
-        raise YoloPruneError(
-            f"{path} does not belong to {folder / 'recipe.yaml'} (was the recipe edited?); restore it or "
-            "start a new comparison in another folder."
-        )
+    check_state_belongs(path, state, STATE_VERSION, "comparison")
     check_same(recipe, saved, folder, "comparison")
     if criteria is not None and tuple(criteria) != names:
         raise YoloPruneError(

@@ -158,6 +158,17 @@ def saved_sha256(path: str | os.PathLike[str]) -> str:
     return _sha256(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
 
 
+def check_state_belongs(path: Path, state: dict, version: int, kind: str) -> None:
+    """Refuse a resumed `kind` ("run", "comparison") whose state file `path` was not written for the
+    recipe saved beside it, or by another state `version`."""
+    recipe = path.parent / "recipe.yaml"
+    if state.get("version") != version or state.get("recipe_sha256") != saved_sha256(recipe):
+        raise YoloPruneError(
+            f"{path} does not belong to {recipe} (was the recipe edited?); restore it or start a new "
+            f"{kind} in another folder."
+        )
+
+
 def yaml_words(name: str, value: str | None) -> str:
     """How a recipe file names a field: `max_ratio: 0.5`, or the key alone (see `OptionError.worded`)."""
     return name if value is None else f"{name}: {plain(value)}"

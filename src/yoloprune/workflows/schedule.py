@@ -52,7 +52,13 @@ from yoloprune.workflows.finetune import (
     training_args,
 )
 from yoloprune.workflows.history import write_history
-from yoloprune.workflows.recipe import Recipe, Schedule, check_same, load_recipe, saved_sha256
+from yoloprune.workflows.recipe import (
+    Recipe,
+    Schedule,
+    check_same,
+    check_state_belongs,
+    load_recipe,
+)
 from yoloprune.yolo import adapter, api
 from yoloprune.yolo.check import num_classes
 from yoloprune.yolo.inventory import short_type
@@ -288,12 +294,7 @@ def _resume(recipe: Recipe | None, folder: Path) -> tuple[Recipe, dict[str, Any]
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise YoloPruneError(f"Cannot read {path}: {e}. The run cannot be resumed; start it again.") from e
-    belongs = state.get("recipe_sha256") == saved_sha256(folder / "recipe.yaml")  # as it was saved
-    if state.get("version") != STATE_VERSION or not belongs:
-        raise YoloPruneError(
-            f"{path} does not belong to {folder / 'recipe.yaml'} (was the recipe edited?); restore it or "
-            "start a new run in another folder."
-        )
+    check_state_belongs(path, state, STATE_VERSION, "run")
     return saved, state
 
 

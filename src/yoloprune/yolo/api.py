@@ -42,7 +42,7 @@ from yoloprune.pruning.verify import (
 from yoloprune.yolo import adapter
 from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.calibrate import evidence_for
-from yoloprune.yolo.check import Check, ChecksFailed, export_checks
+from yoloprune.yolo.check import Check, Checked, ChecksFailed, export_checks
 from yoloprune.yolo.io import check_checkpoint_name, load_model, save_checkpoint
 from yoloprune.yolo.safe import save_safe
 
@@ -143,7 +143,7 @@ def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = Tr
 
 
 @dataclass(frozen=True)
-class PruneResult:
+class PruneResult(Checked):
     """A pruned model, the plan that made it and the proof that it is right: `checks`, every check
     `prune` ran (equivalence, structural, train step, ONNX); `save` writes only when all passed."""
 
@@ -158,16 +158,7 @@ class PruneResult:
     params: tuple[int, int]
     flops: tuple[int, int]
     imgsz: int
-    checks: tuple[Check, ...]
-
-    @property
-    def ok(self) -> bool:
-        """Whether every check passed, i.e. whether `save` writes."""
-        return all(c.ok for c in self.checks)
-
-    @property
-    def failed(self) -> tuple[Check, ...]:
-        return tuple(c for c in self.checks if not c.ok)
+    checks: tuple[Check, ...]  # `ok`: all passed, so `save` writes; `failed`: those that did not
 
     @property
     def scope(self) -> tuple[str, ...] | None:
@@ -358,7 +349,7 @@ def _equivalence_check(name: str, eq: Equivalence, where: str) -> Check:
 
 
 @dataclass(frozen=True)
-class Verification:
+class Verification(Checked):
     """Whether a pruned file is its original pruned by a plan, and computes what it should; `checks`
     holds every row (shapes, weights, equivalence, structural, train step, ONNX)."""
 
@@ -368,14 +359,6 @@ class Verification:
     structural: Equivalence  # the plan itself, on signal-carrying weights
     checks: tuple[Check, ...]
     first_difference: tuple[str, str] | None = None  # (tensor, how): first shape, else weight, that differs
-
-    @property
-    def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
-
-    @property
-    def failed(self) -> tuple[Check, ...]:
-        return tuple(c for c in self.checks if not c.ok)
 
 
 def _where(differs: tuple[str, str] | None, ok: bool, text: str) -> str:

@@ -73,6 +73,21 @@ class Check:
     detail: str = ""
 
 
+class Checked:
+    """What a result that records its `checks` (`PruneResult`, `Verification`) says about them."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every check passed."""
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.ok)
+
+
 def export_checks(model: nn.Module, original: nn.Module, onnx: bool = True) -> tuple[Check, ...]:
     """The train-step check and (with `onnx`) the ONNX check of a pruned `model`, each held against
     `original`'s own result on the same check, which runs only when `model` misses the tolerance.
