@@ -14,6 +14,7 @@ from ultralytics.utils.patches import torch_load
 
 from yoloprune.atomic import atomic_write
 from yoloprune.errors import YoloPruneError
+from yoloprune.yolo.api import PruneOptions, prune
 from yoloprune.yolo.io import load_model, save_checkpoint
 
 TINY_YAML = """\
@@ -175,6 +176,50 @@ def test_save_strips_hooks_from_the_copy_only(tmp_path):
     loaded = load_model(save_checkpoint(model, tmp_path / "m.pt")).model
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in loaded.modules())
     assert model.model[0]._forward_hooks and model.model[1]._forward_pre_hooks  # the live model keeps them
+
+
+TORCHVISION_YAML = """\
+nc: 3
+backbone:
+  - [-1, 1, TorchVision, [512, resnet18, null, True, 2]]
+head:
+  - [-1, 1, Classify, [nc]]
+"""
+
+
+def _torchvision_yaml(folder: Path) -> Path:
+    path = folder / "resnet18-cls.yaml"
+    path.write_text(TORCHVISION_YAML)
+    return path
+
+
+def test_pruned_torchvision_backbone_saves_and_loads_without_yoloprune(tmp_path):
+    # Ultralytics requires torchvision and pickles its modules itself (yolo11-cls-resnet18.yaml).
+    result = prune(str(_torchvision_yaml(tmp_path)), PruneOptions(0.5), check_onnx=False)
+    path = result.save(tmp_path / "r18.pt")
+    out = run_without_yoloprune(
+        """
+        import numpy as np
+        from ultralytics import YOLO
+        model = YOLO(sys.argv[1])
+        results = model.predict(np.zeros((64, 64, 3), dtype=np.uint8), imgsz=64, verbose=False)
+        block = model.model.model[0].m[4][0]  # a torchvision.models.resnet.BasicBlock
+        print("OK", model.task, type(block).__module__, sum(p.numel() for p in model.parameters()))
+        """,
+        path,
+        cwd=tmp_path,
+    )
+    assert out.split() == ["OK", "classify", "torchvision.models.resnet", str(result.params[1])]
+
+
+def test_restricted_loading_names_the_torchvision_layer_it_refuses(tmp_path, monkeypatch):
+    path = save_checkpoint(load_model(_torchvision_yaml(tmp_path)).model, tmp_path / "r18.pt")
+    monkeypatch.setattr("ultralytics.nn.tasks.SAFE_LOAD", True)  # as ULTRALYTICS_SAFE_LOAD=1 does
+    with pytest.raises(
+        YoloPruneError, match=r"pickles torchvision\.models\.resnet\.\w+, which restricted"
+    ) as e:
+        load_model(path)
+    assert "safe format cannot hold" in str(e.value)
 
 
 class _ForeignLayer(nn.Identity):

@@ -2,8 +2,8 @@
 
 Scope: the only place yoloprune reads or writes model files. `load_model` never downloads: a
 missing `.pt` is an error, not a name to fetch. `save_checkpoint` writes the dict Ultralytics'
-trainer writes, in float32, atomically, and refuses to pickle anything a process with only torch,
-ultralytics and numpy installed could not unpickle.
+trainer writes, in float32, atomically, and refuses to pickle anything a process with only
+Ultralytics and its own requirements (torch, torchvision, numpy) installed could not unpickle.
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ from yoloprune.yolo.quiet import quiet
 CFG_DIR = Path(ultralytics.__file__).parent / "cfg" / "models"
 # Ultralytics' naming rule: "yolov8s.yaml" is "yolov8.yaml" built at scale "s".
 _SCALED = re.compile(r"(\d+)([nslmx])(.+)?$")
-# Top-level packages a process that loads a saved checkpoint is assumed to have.
-_LOADABLE_ROOTS = frozenset({"torch", "ultralytics", "numpy"}) | sys.stdlib_module_names
+# Top-level packages a process that loads a saved checkpoint is assumed to have: Ultralytics and the
+# requirements it pickles in its own checkpoints (torchvision: its TorchVision backbone layer).
+_LOADABLE_ROOTS = frozenset({"torch", "torchvision", "ultralytics", "numpy"}) | sys.stdlib_module_names
 # Output heads and their tasks, in the order Ultralytics' `guess_model_task` tests them (a Segment
 # is a Detect too); RT-DETR's decoder is a detect head (Ultralytics' RTDETR class says so).
 _HEADS = (
@@ -301,6 +302,16 @@ def _load_checkpoint_file(path: Path) -> Loaded:
     return _loaded(model, str(path), ckpt)
 
 
+def _refused_global(*errors: BaseException) -> str | None:
+    """The global a weights-only unpickler refused, as torch names it in one of `errors` or their causes."""
+    for error in errors:
+        while error is not None:
+            if found := re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(error), re.IGNORECASE):
+                return found.group(1)
+            error = error.__cause__ or error.__context__
+    return None
+
+
 def _why_unloadable(path: Path, error: Exception) -> str:
     """Explain why Ultralytics could not load `path`, re-reading it only on this error path."""
     if isinstance(error, ModuleNotFoundError):
@@ -314,12 +325,17 @@ def _why_unloadable(path: Path, error: Exception) -> str:
     try:  # under ULTRALYTICS_SAFE_LOAD, Ultralytics refused to unpickle code: so must this re-read
         obj = torch_load(path, map_location="cpu", weights_only=bool(tasks.SAFE_LOAD))
     except Exception as e:
-        refused = re.search(r"unsupported GLOBAL (\S+)", str(e))
+        refused = _refused_global(error, e)  # Ultralytics' own refusal first: it names what its list lacks
         if tasks.SAFE_LOAD and refused:
+            instead = (
+                " (a TorchVision backbone: the pickle-free safe format cannot hold it either)."
+                if refused.startswith("torchvision.")
+                else ", or use a pickle-free safe folder instead."
+            )
             return (
-                f"Checkpoint {path} pickles {refused.group(1)}, which restricted loading "
-                "(ULTRALYTICS_SAFE_LOAD) refuses: unpickling it could run code. Unset ULTRALYTICS_SAFE_LOAD "
-                "only if you trust the file's source, or use a pickle-free safe folder instead."
+                f"Checkpoint {path} pickles {refused}, which restricted loading (ULTRALYTICS_SAFE_LOAD) "
+                f"refuses: unpickling it could run code. Unset ULTRALYTICS_SAFE_LOAD only if you trust the "
+                f"file's source{instead}"
             )
         return (
             f"Checkpoint {path} is not a readable PyTorch checkpoint: the file is empty, truncated, "
@@ -458,8 +474,8 @@ class _PortabilityCheck(pickle.Pickler):
         raise YoloPruneError(
             f"Cannot save {self.path}: {where} a {module}.{getattr(owner, '__qualname__', owner)}, which a "
             f"process without the {module.partition('.')[0]!r} package cannot unpickle. Remove it first "
-            "(e.g. finish pruning so no yoloprune layers remain); only torch, ultralytics, numpy and "
-            "standard-library objects may be saved."
+            "(e.g. finish pruning so no yoloprune layers remain); only torch, torchvision, ultralytics, "
+            "numpy and standard-library objects may be saved."
         )
 
 
