@@ -61,11 +61,12 @@ from yoloprune.pruning.verify import masked_copy
 from yoloprune.reports.plots import pyplot, save_figure
 from yoloprune.workflows.data import make_digits
 from yoloprune.workflows.evaluate import bench
-from yoloprune.workflows.finetune import evaluate, finetune
+from yoloprune.workflows.finetune import finetune
 from yoloprune.workflows.recipe import recipe_from_dict
 from yoloprune.workflows.schedule import CONTINUED, run
 from yoloprune.yolo.io import load_model, save_checkpoint
 from yoloprune.yolo.quiet import quiet
+from yoloprune.yolo.validate import evaluate
 
 WORK = Path(__file__).parent / "work"
 

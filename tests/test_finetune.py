@@ -24,17 +24,11 @@ from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
 from yoloprune.pruning.count import count_params
 from yoloprune.pruning.options import PruneOptions
-from yoloprune.workflows.finetune import (
-    Distillation,
-    PrunedDetectionTrainer,
-    conv_widths,
-    finetune,
-    head_distillation,
-    parse_train_args,
-    training_args,
-)
+from yoloprune.workflows.distill import Distillation, head_distillation
+from yoloprune.workflows.finetune import conv_widths, finetune, parse_train_args, training_args
 from yoloprune.yolo.api import prune
 from yoloprune.yolo.io import load_model
+from yoloprune.yolo.trainer import PrunedDetectionTrainer
 from yoloprune.yolo.transfer import class_outputs
 
 

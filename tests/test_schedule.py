@@ -24,10 +24,11 @@ from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
 from yoloprune.pruning.count import count_params
 from yoloprune.workflows import schedule
-from yoloprune.workflows.finetune import Metrics, conv_widths
+from yoloprune.workflows.finetune import conv_widths
 from yoloprune.workflows.recipe import Schedule, load_recipe, recipe_from_cli, recipe_from_dict
 from yoloprune.workflows.schedule import steps_of
 from yoloprune.yolo.io import load_model, save_checkpoint
+from yoloprune.yolo.validate import Metrics
 
 BASE = {"version": 1, "model": "best.pt", "data": "data.yaml"}
 

@@ -14,14 +14,9 @@ import torch
 from yoloprune.cli import main
 from yoloprune.errors import YoloPruneError
 from yoloprune.pruning.count import count_flops
+from yoloprune.reports.sensitivity import Curve, Sensitivity, removed_per_group
 from yoloprune.workflows.data import make_digits
-from yoloprune.workflows.sensitivity import (
-    Curve,
-    Sensitivity,
-    plan_for_target,
-    removed_per_group,
-    sensitivity,
-)
+from yoloprune.workflows.sensitivity import plan_for_target, sensitivity
 from yoloprune.yolo.api import analyze, excited_copy
 from yoloprune.yolo.io import load_model, save_checkpoint
 

@@ -343,6 +343,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from yoloprune.reports.sensitivity import plan_json, render_plan
     from yoloprune.workflows import sensitivity
     from yoloprune.yolo import api
 
@@ -373,9 +374,9 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     if o.target_flops is None:
         return 0
     plan = sensitivity.plan_for_target(s, a, o.target_flops, o.round_to, o.min_channels)
-    _print(sensitivity.render_plan(s, plan, a))
+    _print(render_plan(s, plan, a))
     if args.plan:
-        _emit(sensitivity.plan_json(s, plan, o.round_to, o.min_channels), args.plan)
+        _emit(plan_json(s, plan, o.round_to, o.min_channels), args.plan)
         print(
             f"replay it with: yoloprune prune {args.model} --plan-in {args.plan} --out pruned.pt",
             file=sys.stderr,

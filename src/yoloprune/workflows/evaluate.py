@@ -28,11 +28,11 @@ from yoloprune.reports.measurements import Bench, Export, Measurement
 from yoloprune.runtimes import Precision, Runtime, Setting, export_title, runtime_of
 from yoloprune.text import plural
 from yoloprune.timing import latency as timings
-from yoloprune.workflows.finetune import Metrics, evaluate
 from yoloprune.yolo import deploy
 from yoloprune.yolo.check import check_imgsz, hyperparameters, num_classes
 from yoloprune.yolo.dataset import calibration_batches
 from yoloprune.yolo.io import load_model, save_checkpoint
+from yoloprune.yolo.validate import Metrics, evaluate
 
 
 def accuracy(

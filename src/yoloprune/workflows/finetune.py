@@ -1,18 +1,9 @@
 """Fine-tune a pruned model with Ultralytics' own trainer, keeping its pruned widths.
 
-Scope: the trainer subclasses (`PrunedDetectionTrainer`, ...), head-output distillation from the
-unpruned model, `finetune` and `evaluate`. Nothing here patches Ultralytics:
-  - Ultralytics' stock `get_model` rebuilds the model from `model.yaml` and copies in the weights
-    whose shapes match, which silently drops every pruned layer. Our trainers override that one
-    seam and return the checkpoint's own module; for a dataset with another class count they first
-    rebuild its class outputs, as that rebuild would (`transfer.rebuild_class_outputs`). The
-    checkpoint always travels by path (`model=pruned.pt`), so Ultralytics' DDP workers, which rebuild
-    the trainer from its class and arguments in a subprocess, load the same pruned module, and so does
-    `resume=last.pt`.
-  - Distillation is a training callback (`Distillation`, picklable, so DDP workers get it too) that
-    wraps the model's loss criterion once training is set up; the EMA, validation and every saved
-    checkpoint keep the plain criterion (Ultralytics strips it before saving), so `best.pt` holds
-    only Ultralytics classes.
+Scope: `finetune` (check the checkpoint, dataset, training arguments and teacher, train, and check
+that `best.pt` kept the pruned widths) and the training arguments it takes (`parse_train_args`,
+`training_args`). The trainers that keep the widths are the seam's (`yolo.trainer`), distillation
+is `workflows.distill`, and the validator is `yolo.validate`.
 """
 
 from __future__ import annotations
@@ -20,200 +11,28 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import nn
-from ultralytics import YOLO
 from ultralytics.cfg import get_cfg, parse_key_value_pair
-from ultralytics.models import yolo
 from ultralytics.utils import DEFAULT_CFG, callbacks
-from ultralytics.utils.torch_utils import unwrap_model
 
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.pruning.count import count_params
-from yoloprune.text import plural
+from yoloprune.workflows.distill import Distillation, check_teacher
 from yoloprune.yolo.check import num_classes
 from yoloprune.yolo.dataset import yolo_dataset
 from yoloprune.yolo.io import load_model
 from yoloprune.yolo.quiet import quiet
+from yoloprune.yolo.trainer import TASKS, TRAINERS
 from yoloprune.yolo.transfer import class_outputs, rebuild_class_outputs
+from yoloprune.yolo.validate import Metrics
 
-TASKS = ("detect", "segment", "pose", "obb")
 RESERVED = ("model", "data", "epochs", "task", "mode")  # set by `finetune` itself
 DEFAULTS = {"plots": False}  # Ultralytics' training plots fetch a font from the internet on first use
-
-
-class _KeepsPrunedModel:
-    """Mixin for an Ultralytics trainer: train the checkpoint's own module, never a YAML rebuild."""
-
-    def get_model(self, cfg: Any = None, weights: nn.Module | None = None, verbose: bool = True) -> nn.Module:
-        if not isinstance(weights, nn.Module):
-            raise YoloPruneError(
-                f"{type(self).__name__} fine-tunes the module inside a checkpoint; pass model=PRUNED.pt and "
-                "leave pretrained at True (a pruned architecture cannot be rebuilt from its YAML)."
-            )
-        if num_classes(weights) != self.data["nc"]:  # a new dataset: new class outputs, as Ultralytics does
-            rebuild_class_outputs(weights, self.data["names"], remap=getattr(self.args, "cls_remap", True))
-        model = self.set_model_names_for_load(weights)
-        for p in model.parameters():
-            p.requires_grad_(p.dtype.is_floating_point)
-        return model
-
-
-class PrunedDetectionTrainer(_KeepsPrunedModel, yolo.detect.DetectionTrainer):
-    """`DetectionTrainer` that keeps a pruned model's widths (see `_KeepsPrunedModel`).
-
-    Example:
-        >>> YOLO("pruned.pt").train(trainer=PrunedDetectionTrainer, data="digits/data.yaml")  # doctest: +SKIP
-    """
-
-
-class PrunedSegmentationTrainer(_KeepsPrunedModel, yolo.segment.SegmentationTrainer):
-    """`SegmentationTrainer` that keeps a pruned model's widths."""
-
-
-class PrunedPoseTrainer(_KeepsPrunedModel, yolo.pose.PoseTrainer):
-    """`PoseTrainer` that keeps a pruned model's widths."""
-
-
-class PrunedOBBTrainer(_KeepsPrunedModel, yolo.obb.OBBTrainer):
-    """`OBBTrainer` that keeps a pruned model's widths."""
-
-
-TRAINERS: dict[str, type] = {
-    "detect": PrunedDetectionTrainer,
-    "segment": PrunedSegmentationTrainer,
-    "pose": PrunedPoseTrainer,
-    "obb": PrunedOBBTrainer,
-}
-
-
-def head_distillation(student: dict, teacher: dict, reg_max: int) -> torch.Tensor:
-    """How far the student's raw head outputs are from the teacher's, as one scalar (0 when equal).
-
-    Per branch (`one2many` and `one2one` for end-to-end heads, averaged; else the dict itself):
-      - classes: Bernoulli KL(teacher || student) of every class logit `scores` (B, nc, A), summed and
-        divided by the teacher's summed probabilities, as Ultralytics divides its class loss by the
-        target scores;
-      - boxes: per anchor, KL(teacher || student) of the side distributions `boxes` (B, 4 * reg_max, A)
-        over reg_max bins (squared error when reg_max is 1), summed over the 4 sides and averaged over
-        anchors weighted by the teacher's top class probability, so background anchors barely count.
-    Mask, keypoint and angle outputs are not distilled.
-
-    Example:
-        >>> head = {"boxes": torch.zeros(1, 64, 8), "scores": torch.zeros(1, 10, 8)}
-        >>> float(head_distillation(head, head, reg_max=16))
-        0.0
-    """
-    branches = [k for k in ("one2many", "one2one") if k in student and k in teacher]
-    pairs = [(student[k], teacher[k]) for k in branches] or [(student, teacher)]
-    return sum(_distill_branch(s, t, reg_max) for s, t in pairs) / len(pairs)
-
-
-def _distill_branch(student: dict, teacher: dict, reg_max: int) -> torch.Tensor:
-    for key in ("scores", "boxes"):
-        if student[key].shape != teacher[key].shape:
-            raise YoloPruneError(
-                f"The teacher's head output {key!r} has shape {tuple(teacher[key].shape)} but the student's "
-                f"has {tuple(student[key].shape)}; the teacher must be the unpruned model (same classes and "
-                "head)."
-            )
-    s, t = student["scores"].float(), teacher["scores"].float()  # (B, nc, A) logits
-    p = t.sigmoid()
-    kl = F.binary_cross_entropy_with_logits(s, p, reduction="none") - F.binary_cross_entropy_with_logits(
-        t, p, reduction="none"
-    )
-    classes = kl.sum() / p.sum().clamp(min=1.0)
-    sb, tb = student["boxes"].float(), teacher["boxes"].float()  # (B, 4 * reg_max, A)
-    if reg_max > 1:
-        b, _, a = sb.shape
-        log_s = sb.view(b, 4, reg_max, a).log_softmax(2)  # (B, 4, reg_max, A)
-        log_t = tb.view(b, 4, reg_max, a).log_softmax(2)
-        per_anchor = (log_t.exp() * (log_t - log_s)).sum((1, 2))  # (B, A)
-    else:
-        per_anchor = (sb - tb).pow(2).sum(1)  # (B, A)
-    weight = p.amax(1)  # (B, A) the teacher's confidence that an anchor holds an object
-    boxes = (weight * per_anchor).sum() / weight.sum().clamp(min=1e-9)
-    return classes + boxes
-
-
-def _raw(output: object) -> dict:
-    """The raw head dict of a model output: train mode returns it, eval mode `(decoded, raw)`."""
-    return output[-1] if isinstance(output, tuple) else output
-
-
-class HeadDistillationLoss:
-    """The model's own criterion plus `weight` x `head_distillation` toward a frozen teacher.
-
-    The returned loss vector gets one more component, and the loss items a `kd_loss` entry, so
-    Ultralytics logs it beside box, cls and dfl. Scaled by the batch size like Ultralytics' losses.
-    """
-
-    def __init__(self, criterion: Any, teacher: nn.Module, weight: float, reg_max: int) -> None:
-        self.criterion, self.teacher, self.weight, self.reg_max = criterion, teacher, weight, reg_max
-
-    def __call__(self, preds: Any, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss, items = self.criterion(preds, batch)
-        with torch.no_grad():
-            taught = _raw(self.teacher(batch["img"]))
-        distill = self.weight * head_distillation(_raw(preds), taught, self.reg_max)
-        scaled = (distill * batch["img"].shape[0]).to(loss.dtype).view(1)
-        return torch.cat([loss.view(-1), scaled]), {**items, "kd_loss": distill.detach()}
-
-    def update(self) -> None:
-        """Per-epoch update of the wrapped criterion (YOLO26's end-to-end loss shifts its weights)."""
-        if hasattr(self.criterion, "update"):
-            self.criterion.update()
-
-
-@dataclass(frozen=True)
-class Distillation:
-    """A training callback (`on_pretrain_routine_end`) that distills the head outputs of `teacher`.
-
-    It holds only a path and a weight, so Ultralytics can pickle it into DDP workers, each of which
-    loads the teacher itself.
-
-    Example:
-        >>> cbs = callbacks.get_default_callbacks()
-        >>> cbs["on_pretrain_routine_end"].append(Distillation("best.pt", 1.0))
-    """
-
-    teacher: str
-    weight: float = 1.0
-
-    def __call__(self, trainer: Any) -> None:
-        model = unwrap_model(trainer.model)
-        inner = getattr(model, "criterion", None)
-        if isinstance(inner, HeadDistillationLoss):
-            return
-        teacher = load_model(self.teacher).model.to(trainer.device).eval().requires_grad_(False)
-        inner = inner if inner is not None else model.init_criterion()
-        model.criterion = HeadDistillationLoss(inner, teacher, self.weight, int(model.model[-1].reg_max))
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """Box metrics on a validation split (fractions in [0, 1])."""
-
-    map50_95: float
-    map50: float
-    precision: float
-    recall: float
-
-    @classmethod
-    def from_results(cls, results: dict[str, float]) -> Metrics:
-        """From Ultralytics' `results_dict` / `train_metrics` (the `(B)` box keys)."""
-        try:
-            keys = ("mAP50-95", "mAP50", "precision", "recall")
-            return cls(*(float(results[f"metrics/{k}(B)"]) for k in keys))
-        except KeyError as e:
-            raise YoloPruneError(f"Ultralytics reported no box metric {e}; got {sorted(results)}.") from e
 
 
 @dataclass(frozen=True)
@@ -244,7 +63,7 @@ def check_data(data: str | os.PathLike[str], task: str, model: nn.Module) -> dic
         try:
             class_outputs(model)
         except YoloPruneError as e:
-            raise YoloPruneError(f"--data {data} has {len(names)} classes, but {e}") from e
+            raise OptionError(f"`data={str(data)!r}` has {len(names)} classes, but {e}") from e
     return names
 
 
@@ -300,7 +119,7 @@ def _pruned_source(checkpoint: str | os.PathLike[str]) -> tuple[Path, nn.Module,
     if path.suffix.lower() != ".pt":
         raise YoloPruneError(
             f"Cannot fine-tune {path}: the trainer loads the model by path (also in DDP workers), so pass a "
-            ".pt checkpoint, e.g. one written by `yoloprune prune --out pruned.pt`."
+            ".pt checkpoint, such as the pruned model saved as pruned.pt."
         )
     loaded = load_model(path)
     if loaded.task not in TASKS:
@@ -345,7 +164,7 @@ def finetune(
     cbs = callbacks.get_default_callbacks()
     if teacher is not None:
         if not (isinstance(distill_weight, (int, float)) and 0 < distill_weight < float("inf")):
-            raise YoloPruneError(f"--distill-weight {distill_weight}: pass a positive number such as 1.0.")
+            raise OptionError(f"`distill_weight={distill_weight!r}`: pass a positive number such as 1.0.")
         check_teacher(teacher, model, task)
         cbs["on_pretrain_routine_end"].append(
             Distillation(str(Path(teacher).resolve()), float(distill_weight))
@@ -363,49 +182,3 @@ def finetune(
         )
     metrics = Metrics.from_results(trained.ckpt.get("train_metrics") or {})
     return Finetuned(best, trainer.last, trainer.save_dir, params, widths, metrics)
-
-
-def check_teacher(teacher: str | os.PathLike[str], student: nn.Module, task: str) -> None:
-    """Refuse a teacher whose task, classes or box head differ from the student's."""
-    loaded = load_model(teacher)
-    same = (
-        loaded.task == task
-        and num_classes(loaded.model) == num_classes(student)
-        and getattr(loaded.model.model[-1], "reg_max", None) == getattr(student.model[-1], "reg_max", None)
-    )
-    if not same:
-        raise YoloPruneError(
-            f"--teacher {teacher} is a {loaded.task} model with "
-            f"{plural(num_classes(loaded.model), 'class', 'classes')}; it must be the unpruned {task} model "
-            f"with {plural(num_classes(student), 'class', 'classes')} and the same head."
-        )
-
-
-def evaluate(
-    checkpoint: str | os.PathLike[str],
-    data: str | os.PathLike[str],
-    *,
-    imgsz: int,
-    batch: int = 16,
-    device: str | None = None,
-    workdir: str | os.PathLike[str] | None = None,
-) -> Metrics:
-    """Validate `checkpoint` on the val split of `data` with Ultralytics' validator (no plots).
-
-    Example:
-        >>> 0 <= evaluate("best.pt", "digits/data.yaml", imgsz=64).map50_95 <= 1
-        True
-    """
-    with tempfile.TemporaryDirectory(prefix="yoloprune-val-") as tmp, quiet():
-        results = YOLO(str(Path(checkpoint).resolve())).val(
-            data=str(data),
-            imgsz=imgsz,
-            batch=batch,
-            device=device,
-            plots=False,
-            verbose=False,
-            project=str(workdir or tmp),
-            name="val",
-            exist_ok=True,
-        )
-    return Metrics.from_results(results.results_dict)

@@ -42,15 +42,8 @@ from yoloprune.importance import NEEDS
 from yoloprune.pruning.count import count_flops, count_params
 from yoloprune.pruning.options import Metric
 from yoloprune.text import plural
-from yoloprune.workflows.finetune import (
-    TASKS,
-    check_data,
-    check_teacher,
-    conv_widths,
-    evaluate,
-    finetune,
-    training_args,
-)
+from yoloprune.workflows.distill import check_teacher
+from yoloprune.workflows.finetune import check_data, conv_widths, finetune, training_args
 from yoloprune.workflows.history import write_history
 from yoloprune.workflows.recipe import (
     Recipe,
@@ -63,7 +56,9 @@ from yoloprune.yolo import adapter, api
 from yoloprune.yolo.check import num_classes
 from yoloprune.yolo.inventory import short_type
 from yoloprune.yolo.io import load_model, save_checkpoint
+from yoloprune.yolo.trainer import TASKS
 from yoloprune.yolo.transfer import rebuild_class_outputs
+from yoloprune.yolo.validate import evaluate
 
 STATE_VERSION = 1
 Log = Callable[[str], None]

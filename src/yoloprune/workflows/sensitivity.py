@@ -4,25 +4,20 @@ ratios that meet a FLOPs target at the least total cost.
 Scope: for every selected group and ratio, a copy of the model with only that group pruned (its
 least important channels by `importance`, the ones `prune` would remove) is scored by a metric,
 the validation loss (`ValLoss`, fast, the default) or mAP50-95 (Ultralytics validation), and its
-FLOPs at the model's training size are estimated by the cost model `prune --target-flops` searches
-on (exact for convolutions). `plan_for_target` reads the curves as "damage"
-(the metric's change for the worse) against FLOPs saved: it keeps each group's lower convex hull,
-takes hull segments in order of least damage per FLOP saved (ties: the lower ratios of every group
-first, so equal curves give equal ratios), part of the last one, and searches how far to go with
-`meet_target`, the same search and 2% check `prune --target-flops` uses; the result is a plan
-`prune --plan-in` replays.
+FLOPs at the model's training size are estimated by the cost model a `target_flops` search runs on
+(exact for convolutions). `plan_for_target` reads the curves as "damage" (the metric's change for
+the worse) against FLOPs saved and lets `pruning.hull.HullAllocator` take hull segments in order of
+least damage per FLOP saved, searching how far to go with `meet_target`, the same search and 2% check
+`prune(target_flops=...)` uses; the result is a plan `prune` replays. Showing the curves and the
+plan (text, CSV, plot, plan JSON) is `reports.sensitivity`.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
-import io
-import itertools
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -43,10 +38,10 @@ from yoloprune.pruning.allocate import (
 from yoloprune.pruning.allocate import measurer as flops_measurer
 from yoloprune.pruning.apply import apply_plan
 from yoloprune.pruning.choose import select_groups
-from yoloprune.pruning.options import PruneOptions, resolve_round_to
+from yoloprune.pruning.hull import HullAllocator, Tradeoff
+from yoloprune.pruning.options import resolve_round_to
 from yoloprune.pruning.plan import Plan, plan_from_removed
-from yoloprune.reports.plots import pyplot, save_figure
-from yoloprune.reports.tables import text_table
+from yoloprune.reports.sensitivity import METRICS, Curve, Sensitivity
 from yoloprune.text import plural
 from yoloprune.workflows.evaluate import ValLoss, accuracy
 from yoloprune.yolo.adapter import ULTRALYTICS
@@ -54,99 +49,6 @@ from yoloprune.yolo.api import Analysis, analyze, imgsz_of, scope_of
 from yoloprune.yolo.calibrate import evidence_for
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-METRICS = {"loss": "validation loss", "map": "mAP50-95"}  # --metric -> what is measured
-
-
-@dataclass(frozen=True)
-class Curve:
-    """One group pruned alone at each ratio: the metric and the model's FLOPs."""
-
-    group: int  # id in the model's ChannelGraph
-    block: int  # the block its first producer lies in (model.<block>....)
-    producer: str  # its first producing layer, e.g. model.2.cv1.conv
-    channels: int
-    ratios: tuple[float, ...]
-    kept: tuple[int, ...]  # channels kept at each ratio
-    values: tuple[float, ...]  # the metric at each ratio
-    flops: tuple[int, ...]  # the whole model's FLOPs at each ratio at its training size (cost model)
-    scores: tuple[float, ...] = field(default=(), repr=False)  # the criterion's score per channel class
-
-
-@dataclass(frozen=True)
-class Sensitivity:
-    """Curves of every selected group, the unpruned model's metric and FLOPs, and how they were measured."""
-
-    source: str
-    data: str
-    metric: str  # a key of METRICS
-    baseline: float
-    flops: int  # the unpruned model's, at `flops_imgsz`
-    flops_imgsz: int
-    imgsz: int  # the images the metric was measured on
-    images: int  # val images the loss was measured on (mAP: the whole val split)
-    importance: str
-    curves: tuple[Curve, ...]
-    scope: tuple[str, ...] | None = None
-    exclude: tuple[str, ...] = ()
-
-    def damage(self, curve: Curve) -> np.ndarray:
-        """The metric's change for the worse at each ratio (loss up, mAP down); negative = better."""
-        values = np.asarray(curve.values, dtype=float)
-        return values - self.baseline if self.metric == "loss" else self.baseline - values
-
-    def to_csv(self) -> str:
-        """One row per group and ratio."""
-        out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
-        w.writerow(
-            ["group", "block", "producer", "channels", "ratio", "kept", self.metric, "damage", "flops"]
-        )
-        for c in self.curves:
-            for r, k, v, d, f in zip(c.ratios, c.kept, c.values, self.damage(c), c.flops, strict=True):
-                w.writerow([c.group, c.block, c.producer, c.channels, r, k, f"{v:.6g}", f"{d:.6g}", f])
-        return out.getvalue()
-
-    def to_text(self) -> str:
-        """An aligned table: one row per group, the damage at each ratio."""
-        ratios = self.curves[0].ratios if self.curves else ()
-        head = ["block", "group", "producer", "channels", *(f"{r:g}" for r in ratios)]
-        rows = [
-            [c.block, c.group, c.producer, c.channels, *(f"{d:+.4g}" for d in self.damage(c))]
-            for c in self.curves
-        ]
-        worse = "higher" if self.metric == "loss" else "lower"
-        on = f"{self.images} val images" if self.metric == "loss" else "the val split"
-        title = (
-            f"Sensitivity of {self.source}: {METRICS[self.metric]} on {on} of {self.data} at "
-            f"{self.imgsz}x{self.imgsz}, baseline {self.baseline:.5g}.\nEach row prunes one group alone by "
-            f"the ratio heading its column ({self.importance} ranking); cells are the change for the worse "
-            f"({worse} {METRICS[self.metric]}), negative where it improved."
-        )
-        return f"{title}\n\n{text_table(head, rows, right=tuple(range(3, len(head))))}\n"
-
-    def plot(self, path: str | os.PathLike[str]) -> Path:
-        """One panel per block: the metric against the ratio for each of its groups; written atomically."""
-        plt = pyplot()
-        blocks = sorted({c.block for c in self.curves})
-        cols = min(4, len(blocks))
-        rows = -(-len(blocks) // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
-        for ax, block in zip(axes.flat, blocks, strict=False):
-            for c in (c for c in self.curves if c.block == block):
-                ax.plot([0, *c.ratios], [self.baseline, *c.values], "o-", ms=3, label=c.producer)
-            ax.axhline(self.baseline, color="grey", lw=0.8, ls="--")
-            ax.set_title(f"block {block}", fontsize=9)
-            ax.legend(fontsize=6)
-            ax.grid(alpha=0.3)
-        for ax in axes.flat[len(blocks) :]:
-            ax.axis("off")
-        for ax in axes[:, 0]:
-            ax.set_ylabel(METRICS[self.metric], fontsize=8)
-        for ax in axes[-1]:
-            ax.set_xlabel("ratio pruned", fontsize=8)
-        fig.suptitle(f"Sensitivity of {self.source} ({self.importance} ranking)", fontsize=10)
-        fig.tight_layout()
-        return save_figure(fig, path)
 
 
 def _block_of(path: str) -> int:
@@ -189,7 +91,7 @@ def sensitivity(
     `metric="loss"` is the mean validation loss on `images` val images (seconds per point);
     `"map"` is mAP50-95 by Ultralytics validation on the whole val split (much slower). The metric
     runs at `imgsz` (default: the model's training size); FLOPs are always at the training size, as
-    `prune --target-flops` counts them. Progress goes to stderr.
+    `prune(target_flops=...)` counts them. Progress goes to stderr.
 
     Example:
         >>> s = sensitivity("best.pt", "digits/data.yaml", blocks=[2], ratios=[0.5, 0.9], imgsz=64, images=4)
@@ -209,8 +111,9 @@ def sensitivity(
     scope = scope_of(a.model, blocks, layers)
     groups = [g for g in select_groups(a.graph, scope) if g.prunable]
     if not groups:
-        raise YoloPruneError(
-            "nothing to measure: every group in the selection is pinned (see `yoloprune analyze`)."
+        raise OptionError(
+            "nothing to measure: every group in the selection is pinned (the analysis report says why); "
+            "select other `blocks` or `layers`."
         )
     train_size = imgsz_of(a)
     imgsz = imgsz or train_size
@@ -275,59 +178,6 @@ def sensitivity(
     )
 
 
-@dataclass(frozen=True)
-class _CurveAllocator(Allocator):
-    """Kept channels per group as a function of one knob: how many hull segments are taken, cheapest
-    (least damage per FLOP saved) first; the knob's fraction takes that part of the next segment."""
-
-    segment_group: tuple[int, ...] = ()  # group index of each segment, in the order they are taken
-    segment_start: tuple[float, ...] = ()  # ratio where each segment starts
-    segment_end: tuple[float, ...] = ()  # and ends
-
-    @property
-    def span(self) -> tuple[float, float]:
-        return 0.0, float(len(self.segment_end))
-
-    def kept(self, knob: float) -> np.ndarray:
-        n = min(int(knob), len(self.segment_end))
-        ratios = np.zeros(len(self.sizes))
-        np.maximum.at(ratios, np.asarray(self.segment_group[:n], dtype=int), self.segment_end[:n])
-        if n < len(self.segment_end):
-            g, lo, hi = self.segment_group[n], self.segment_start[n], self.segment_end[n]
-            ratios[g] = max(ratios[g], lo + (knob - n) * (hi - lo))
-        return self.limits.kept(self.sizes, self.sizes - fraction_of(self.sizes, ratios))
-
-
-def _hull(saved: np.ndarray, damage: np.ndarray) -> list[int]:
-    """Indices of the lower convex hull of the points (saved, damage), `saved` increasing; collinear
-    points are kept so that equal slopes are taken one ratio step at a time."""
-    hull: list[int] = []
-    for i in range(len(saved)):
-        while len(hull) >= 2:
-            (x0, y0), (x1, y1) = (saved[hull[-2]], damage[hull[-2]]), (saved[hull[-1]], damage[hull[-1]])
-            if (x1 - x0) * (damage[i] - y0) - (y1 - y0) * (saved[i] - x0) < 0:  # hull[-1] lies above
-                hull.pop()
-            else:
-                break
-        hull.append(i)
-    return hull
-
-
-def _segments(s: Sensitivity) -> list[tuple[float, float, int, float, float]]:
-    """(slope, start ratio, group index, start, end) of every curve's hull segments, sorted."""
-    segments = []
-    for gi, c in enumerate(s.curves):
-        saved = np.array([0.0, *(s.flops - f for f in c.flops)], dtype=float)
-        damage = np.nan_to_num(np.array([0.0, *s.damage(c)]), nan=1e30, posinf=1e30)  # NaN loss: worst
-        ratio = np.array([0.0, *c.ratios])
-        rising = [0] + [i for i in range(1, len(saved)) if saved[i] > saved[:i].max()]  # more FLOPs saved
-        idx = [rising[j] for j in _hull(saved[rising], damage[rising])]
-        for a, b in itertools.pairwise(idx):
-            slope = (damage[b] - damage[a]) / (saved[b] - saved[a])
-            segments.append((slope, ratio[a], gi, ratio[a], ratio[b]))
-    return sorted(segments)
-
-
 def plan_for_target(
     s: Sensitivity, analysis: Analysis, target_flops: float, round_to: int | str = 1, min_channels: int = 1
 ) -> Plan:
@@ -355,19 +205,15 @@ def plan_for_target(
                 f"{c.group}); measure and plan on the same model."
             )
         groups.append(g)
-    segments = _segments(s)
     limits = Limits(
         max_ratio=max(c.ratios[-1] for c in s.curves),
         min_channels=min_channels,
         round_to=resolve_round_to(round_to),
     )
-    alloc = _CurveAllocator(
+    alloc = HullAllocator.build(
         [(g, Ranking(np.asarray(c.scores))) for g, c in zip(groups, s.curves, strict=True)],
         limits,
-        False,
-        tuple(seg[2] for seg in segments),
-        tuple(seg[3] for seg in segments),
-        tuple(seg[4] for seg in segments),
+        [Tradeoff(c.ratios, tuple(s.flops - f for f in c.flops), tuple(s.damage(c))) for c in s.curves],
     )
     size_in = (torch.zeros(1, 3, s.flops_imgsz, s.flops_imgsz),)
     measure = flops_measurer(model, graph, size_in, ULTRALYTICS)
@@ -382,39 +228,3 @@ def plan_for_target(
     cost = CostModel.build(model, graph, size_in)
     kept, budget = meet_target(alloc, graph, cost, Metric.FLOPS, target_flops, measure)
     return replace(plan_from_removed(graph, model, alloc.removed(kept)), budget=budget)
-
-
-def plan_json(s: Sensitivity, plan: Plan, round_to: int | str = 1, min_channels: int = 1) -> str:
-    """`plan` as the JSON `prune --plan-in` replays, recording the options and how it was made."""
-    options = PruneOptions(
-        target_flops=plan.budget.target if plan.budget else None,
-        importance=s.importance,
-        round_to=round_to,
-        layers=s.scope,
-        exclude=s.exclude,
-        max_ratio=max(c.ratios[-1] for c in s.curves),
-        min_channels=min_channels,
-    )
-    made = {"data": s.data, "metric": s.metric, "images": s.images, "imgsz": s.imgsz}
-    return plan.to_json(s.source, options, sensitivity={**made, "ratios": list(s.curves[0].ratios)})
-
-
-def removed_per_group(s: Sensitivity, plan: Plan, analysis: Analysis) -> list[tuple[Curve, int]]:
-    """Each measured group with the channels `plan` removes from it."""
-    return [(c, len(plan.removed.intersection(analysis.graph.groups[c.group].classes))) for c in s.curves]
-
-
-def render_plan(s: Sensitivity, plan: Plan, analysis: Analysis) -> str:
-    """What `plan` reached and the ratio it gives each measured group, as aligned text."""
-    b = plan.budget  # set by plan_for_target
-    head = (
-        f"Per-group ratios, least damage per FLOP saved first: {b.reached:.3f} of the FLOPs kept (target "
-        f"{b.target:g}; the cost model estimated {b.estimate:.3f})"
-    )
-    rows = [
-        (c.block, c.producer, c.channels, n, f"{n / c.channels:.2f}")
-        for c, n in removed_per_group(s, plan, analysis)
-    ]
-    return (
-        f"{head}\n\n{text_table(('block', 'group', 'channels', 'removed', 'ratio'), rows, right=(2, 3, 4))}\n"
-    )
