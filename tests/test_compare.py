@@ -132,13 +132,15 @@ def test_resume_skips_finished_criteria_and_continues_a_half_finished_one(compar
 def test_resume_refusals(compared, tmp_path) -> None:
     out = compared["out"]
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    with pytest.raises(YoloPruneError, match=r"--criteria l1 random differs from the criteria .* \(l1 bn\)"):
+    with pytest.raises(
+        YoloPruneError, match=r"criteria=\['l1', 'random'\] differs from the criteria .* \(l1 bn\)"
+    ):
         compare_criteria(None, ["l1", "random"], out, resume=True)
     saved = load_recipe(out / "recipe.yaml")
     other = recipe_from_dict({**saved.as_dict(), "ratio": 0.25})
     with pytest.raises(YoloPruneError, match="recipe differs from the one"):
         compare_criteria(other, None, out, resume=True)
-    with pytest.raises(YoloPruneError, match="already holds a comparison; pass --resume"):
+    with pytest.raises(YoloPruneError, match="already holds a comparison; pass resume=True"):
         compare_criteria(saved, ["l1"], out)
     with pytest.raises(YoloPruneError, match="Nothing to resume"):
         compare_criteria(None, None, tmp_path / "none", resume=True)

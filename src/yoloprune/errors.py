@@ -37,8 +37,9 @@ _FIELD = re.compile(r"`([a-z][a-z0-9_]*)(?:=([^`]*))?`")  # `name` or `name=VALU
 
 
 class OptionError(YoloPruneError):
-    """An option that does not work: a field of a request (`PruneOptions`, a recipe) of the wrong type,
-    out of range, or in a combination that does not work.
+    """An option that does not work: a field of a request (`PruneOptions`, a recipe) or an argument of a
+    library function (`criteria`, `data`, `resume`) of the wrong type, out of range, in a combination
+    that does not work, or naming a file that cannot be used.
 
     Its text marks every field it names as `name` or `name=VALUE` (VALUE as Python's repr writes it).
     `str(e)` shows them as a Python caller writes them (`max_ratio=2`); `worded(render)` shows them in
@@ -61,6 +62,31 @@ class OptionError(YoloPruneError):
     def worded(self, render: Callable[[str, str | None], str]) -> str:
         """The message with each marked field as `render(name, VALUE)` (VALUE None for a bare name)."""
         return _FIELD.sub(lambda m: render(m[1], m[2]), self.text)
+
+
+def prefixed(prefix: str, error: YoloPruneError) -> YoloPruneError:
+    """`error`'s message after `prefix` (which marks no field), of the same kind: an `OptionError` keeps
+    its fields, so every caller still words them its own way.
+
+    Example:
+        >>> e = prefixed("step 2: ", OptionError("`max_ratio=2` is too high."))
+        >>> str(e), e.fields
+        ('step 2: max_ratio=2 is too high.', ('max_ratio',))
+    """
+    if isinstance(error, OptionError):
+        return OptionError(prefix + error.text)
+    return YoloPruneError(prefix + str(error))
+
+
+def unmarked(text: str) -> str:
+    """Text from elsewhere (a path, another library's message) made safe to quote in an `OptionError`:
+    its backticks become quotes, so none of it reads as a field.
+
+    Example:
+        >>> str(OptionError(f"`data`: {unmarked('see `x`')}"))
+        "data: see 'x'"
+    """
+    return text.replace("`", "'")
 
 
 def plain(value: str) -> str:

@@ -144,21 +144,36 @@ def _recipe_flags(s: argparse.ArgumentParser) -> None:
     _options(s, [n for n in OPTIONS if n in OPTION_KEYS])
 
 
-def _command(s: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int]) -> None:
-    """Give subcommand `s` its function, and the flag of each field it takes (for `OptionError`s)."""
-    flags = {a.dest: a.option_strings[-1] for a in s._actions if a.option_strings}
-    s.set_defaults(run=run, flags=flags)
+# Arguments of the library functions `run` and `compare` call that the command line spells otherwise.
+_RUN_WORDS = {"folder": "--out", "recipe": "recipe (a YAML or the schedule flags)"}
 
 
-def flag_words(flags: dict[str, str]) -> Callable[[str, str | None], str]:
-    """How the command line names a field in an `OptionError`: `--max-ratio 2`, `--global`; a field
-    the command has no flag for keeps its name (`train`)."""
+def _command(
+    s: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int], words: dict[str, str] | None = None
+) -> None:
+    """Give subcommand `s` its function, and the flag of each field it takes (for `OptionError`s):
+    the flag whose `dest` is the field, or `words` for an argument named otherwise. A flag that takes
+    no value is a switch: the value it sets (`True` for `--resume`) is worded as the flag alone."""
+    actions = [a for a in s._actions if a.option_strings]
+    flags = {a.dest: a.option_strings[-1] for a in actions} | (words or {})
+    switches = {a.dest: repr(a.const) for a in actions if a.nargs == 0 and a.const is not None}
+    s.set_defaults(run=run, flags=flags, switches=switches)
+
+
+def flag_words(
+    flags: dict[str, str], switches: dict[str, str] | None = None
+) -> Callable[[str, str | None], str]:
+    """How the command line names a field in an `OptionError`: `--max-ratio 2`; a switch (`switches`:
+    the value it sets, as repr writes it) as itself when the value is the one it sets (`--global`,
+    `--resume`); a field the command has no flag for as a KEY=VALUE word (`data=d.yaml`), or by its
+    name (`train`)."""
+    switches = switches or {}
 
     def render(name: str, value: str | None) -> str:
         if name not in flags:
-            return name if value is None else f"{name} {plain(value)}"
-        if name in SWITCHES and value is not None:
-            return flags[name] if plain(value) == SWITCHES[name][1] else f"{name} {plain(value)}"
+            return name if value is None else f"{name}={plain(value)}"
+        if name in switches and value is not None:
+            return flags[name] if plain(value) == plain(switches[name]) else f"{name} {plain(value)}"
         return flags[name] if value is None else f"{flags[name]} {plain(value)}"
 
     return render
@@ -236,7 +251,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, metavar="DIR", help="the run folder (new, or the one to resume)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out after its last step")
     _recipe_flags(s)
-    _command(s, commands.cmd_run)
+    _command(s, commands.cmd_run, _RUN_WORDS)
 
     s = sub.add_parser(
         "compare",
@@ -256,7 +271,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs per model, median kept (50)")
     s.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed runs first (10)")
     _recipe_flags(s)
-    _command(s, commands.cmd_compare)
+    _command(s, commands.cmd_compare, _RUN_WORDS)
 
     s = sub.add_parser("bench", help="params, FLOPs, size, latency and mAP of models side by side")
     s.add_argument(
@@ -329,7 +344,7 @@ def _run(argv: Sequence[str] | None) -> int:
         with commands.document_on_stdout(), progress.reporting():
             return args.run(args)
     except OptionError as e:  # a field's name, worded as this command's flag
-        print(f"error: {e.worded(flag_words(args.flags))}", file=sys.stderr)
+        print(f"error: {e.worded(flag_words(args.flags, args.switches))}", file=sys.stderr)
         return 2
     except YoloPruneError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -4,7 +4,7 @@ run once per criterion, one after another, then one benchmark of the baseline an
 A comparison folder holds:
     recipe.yaml            the shared recipe (each run's own recipe.yaml names its criterion)
     compare-state.json     the recipe's sha256 and the criteria; `resume` refuses anything else
-    CRITERION/             one `yoloprune run` folder per criterion (`schedule.run`, resumable)
+    CRITERION/             one run folder per criterion (`schedule.run`, resumable)
     compare.md .json .png  the table and plot, written once every criterion has finished
 
 Every criterion's recipe is checked (with a dry run of its pruning) before the first one trains.
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from yoloprune.atomic import atomic_write
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError, YoloPruneError, prefixed, unmarked
 from yoloprune.importance import CRITERIA
 from yoloprune.progress import format_duration
 from yoloprune.pruning.options import PruneOptions
@@ -184,18 +184,18 @@ def _criteria(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """The criteria, checked: known, each once, no two names for one criterion."""
     names = tuple(names)
     if not names:
-        raise YoloPruneError(f"--criteria: give at least one criterion, e.g. {' '.join(DEFAULT_CRITERIA)}.")
+        raise OptionError(f"`criteria`: give at least one criterion, e.g. {' '.join(DEFAULT_CRITERIA)}.")
     unknown = [n for n in names if n not in CRITERIA]
     if unknown:
-        raise YoloPruneError(
-            f"--criteria: unknown criterion {', '.join(map(repr, unknown))}; choose from "
+        raise OptionError(
+            f"`criteria`: unknown criterion {', '.join(map(repr, unknown))}; choose from "
             f"{', '.join(sorted(CRITERIA))}."
         )
     for i, a in enumerate(names):
         for b in names[:i]:
             if CRITERIA[a] is CRITERIA[b]:
                 same = f"{a} is listed twice" if a == b else f"{b} and {a} are two names of one criterion"
-                raise YoloPruneError(f"--criteria: {same}; list each criterion once.")
+                raise OptionError(f"`criteria`: {same}; list each criterion once.")
     return names
 
 
@@ -204,7 +204,7 @@ def _with(recipe: Recipe, criterion: str) -> Recipe:
     try:
         return replace(recipe, options=replace(recipe.options, importance=criterion))
     except YoloPruneError as e:
-        raise YoloPruneError(f"criterion {criterion}: {e}") from e
+        raise prefixed(f"criterion {criterion}: ", e) from e
 
 
 def _start(
@@ -213,18 +213,17 @@ def _start(
     """Check everything, every criterion's recipe with a dry run, and create the comparison; return
     the recipe, the criteria and each one's image size (so its run does not check it again)."""
     if recipe is None:
-        raise YoloPruneError(
-            "Give a recipe (or the schedule flags) to start a comparison, or --resume to continue one."
-        )
+        raise OptionError("Give a `recipe` to start a comparison, or `resume=True` to continue one.")
     names = _criteria(DEFAULT_CRITERIA if criteria is None else criteria)
     if (folder / STATE_FILE).exists():
-        raise YoloPruneError(
-            f"{folder} already holds a comparison; pass --resume to continue it, or choose another --out "
-            "folder."
+        raise OptionError(
+            f"{unmarked(str(folder))} already holds a comparison; pass `resume=True` to continue it, or "
+            "choose another folder as `folder`."
         )
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise YoloPruneError(
-            f"--out {folder} exists and is not an empty folder; choose a new folder for the comparison."
+        raise OptionError(
+            f"`folder={unmarked(str(folder))!r}` exists and is not an empty folder; choose a new folder "
+            "for the comparison."
         )
     recipes = [_with(recipe, name) for name in names]
     note = ""
@@ -241,7 +240,7 @@ def _start(
                 r, log=lambda line, k=k, name=name: log(f"[check {k}/{len(names)}] {name}: {line}")
             )
         except YoloPruneError as e:
-            raise YoloPruneError(f"criterion {name}: {e}") from e
+            raise prefixed(f"criterion {name}: ", e) from e
     folder.mkdir(parents=True, exist_ok=True)
     recipe.save(folder / "recipe.yaml")
     _save_state(folder, recipe, names, finished=False)
@@ -253,8 +252,9 @@ def _resume(
 ) -> tuple[Recipe, tuple[str, ...]]:
     path = folder / STATE_FILE
     if not path.exists():
-        raise YoloPruneError(
-            f"Nothing to resume: {folder} has no {STATE_FILE}. Start the comparison without --resume."
+        raise OptionError(
+            f"Nothing to resume: {unmarked(str(folder))} has no {STATE_FILE}. Start the comparison "
+            "without `resume=True`."
         )
     saved = load_recipe(folder / "recipe.yaml")
     try:
@@ -265,9 +265,10 @@ def _resume(
     check_state_belongs(path, state, STATE_VERSION, "comparison")
     check_same(recipe, saved, folder, "comparison")
     if criteria is not None and tuple(criteria) != names:
-        raise YoloPruneError(
-            f"--criteria {' '.join(criteria)} differs from the criteria {folder} was started with "
-            f"({' '.join(names)}); resume without --criteria, or start a new comparison in another folder."
+        raise OptionError(
+            f"`criteria={list(criteria)!r}` differs from the criteria {unmarked(str(folder))} was started "
+            f"with ({' '.join(names)}); resume without `criteria`, or start a new comparison in another "
+            "folder."
         )
     return saved, names
 

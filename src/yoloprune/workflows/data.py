@@ -1,4 +1,4 @@
-"""A generated detection dataset for trying data-driven criteria and schedules: `yoloprune data digits`.
+"""A generated detection dataset for trying data-driven criteria and schedules: `make_digits`.
 
 `make_digits` composes a small real-image detection dataset from scikit-learn's bundled UCI
 handwritten digits (1,797 8x8 scans, no download): several digits per image at random scales and
@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError, YoloPruneError, unmarked
 
 VAL_FRACTION = 0.2
 _DIGITS_PER_IMAGE = (2, 5)  # inclusive range
@@ -48,11 +48,13 @@ def make_digits(out: str | os.PathLike[str], images: int = 500, imgsz: int = 160
     """
     out = Path(out)
     if images < 2 or imgsz < 32:
-        raise YoloPruneError(
-            f"--images {images} --imgsz {imgsz}: need 2 or more images (train and val) of 32 or more pixels."
+        raise OptionError(
+            f"`images={images}` `imgsz={imgsz}`: need 2 or more images (train and val) of 32 or more pixels."
         )
     if out.exists():
-        raise YoloPruneError(f"{out} already exists; remove it or choose another --out folder.")
+        raise OptionError(
+            f"{unmarked(str(out))} already exists; remove it or choose another folder as `out`."
+        )
     if not out.parent.is_dir():
         raise YoloPruneError(f"Cannot write {out}: directory {out.parent} does not exist; create it first.")
     glyphs, labels = _digit_scans()
@@ -129,7 +131,7 @@ def _scene(
 def _yaml_text(images: int, imgsz: int, seed: int) -> str:
     names = "\n".join(f"  {d}: '{d}'" for d in range(10))
     return (
-        f"# yoloprune data digits --images {images} --imgsz {imgsz} --seed {seed}\n"
+        f"# yoloprune digits dataset: images={images}, imgsz={imgsz}, seed={seed}\n"
         "# Scenes composed from scikit-learn's UCI handwritten digits (load_digits).\n"
         "# Paths are relative to this file's folder.\n"
         f"train: images/train\nval: images/val\nnc: 10\nnames:\n{names}\n"

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from yoloprune.errors import YoloPruneError, first_line
+from yoloprune.errors import OptionError, YoloPruneError, first_line, unmarked
 from yoloprune.progress import Progress
 from yoloprune.pruning.count import count_flops, count_params
 from yoloprune.reports.measurements import Bench, Export, Measurement
@@ -58,8 +58,9 @@ def accuracy(
         except YoloPruneError:
             raise
         except Exception as e:
-            raise YoloPruneError(
-                f"--data {data}: Ultralytics could not validate {model} on it ({first_line(e)}). Pass an "
+            raise OptionError(
+                f"`data={unmarked(str(data))!r}`: Ultralytics could not validate {unmarked(str(model))} on "
+                f"it ({unmarked(first_line(e))}). Pass an "
                 "Ultralytics dataset YAML with a val: split for the model's task; yoloprune never downloads "
                 "datasets."
             ) from e
@@ -92,8 +93,8 @@ class ValLoss:
     def __call__(self, model: nn.Module) -> float:
         check_imgsz(model, self.imgsz)
         if self.max_class >= num_classes(model):
-            raise YoloPruneError(
-                f"--data {self.data} has class id {self.max_class} but the model predicts "
+            raise OptionError(
+                f"`data={unmarked(str(self.data))!r}` has class id {self.max_class} but the model predicts "
                 f"{plural(num_classes(model), 'class', 'classes')}, so its loss cannot score the "
                 "labels. Use the dataset the model was trained on."
             )
@@ -128,8 +129,8 @@ def _scoring(model: nn.Module) -> Iterator[None]:
 def check_timing(runs: int, warmup: int) -> None:
     """Refuse timing settings `bench` cannot use (checked early by callers with long work before it)."""
     if runs < 1 or warmup < 0:
-        raise YoloPruneError(
-            f"--runs {runs} --warmup {warmup}: need at least 1 timed run and 0 or more warm-ups."
+        raise OptionError(
+            f"`runs={runs}` `warmup={warmup}`: need at least 1 timed run and 0 or more warm-ups."
         )
 
 

@@ -1,4 +1,4 @@
-"""Recipes: what a `yoloprune run` does, as a small versioned, validated, frozen document.
+"""Recipes: what a run (`schedule.run`) does, as a small versioned, validated, frozen document.
 
 A recipe is a flat YAML mapping (`Recipe`'s fields). It is checked completely when it is read
 (unknown keys, types, ranges, combinations), and `save` writes every field explicitly with paths
@@ -131,7 +131,7 @@ class Recipe:
         """Write the recipe as YAML, atomically."""
         from yoloprune.atomic import atomic_write
 
-        text = "# yoloprune run recipe (every field explicit; paths absolute)\n" + yaml.safe_dump(
+        text = "# yoloprune recipe (every field explicit; paths absolute)\n" + yaml.safe_dump(
             self.as_dict(), sort_keys=False, default_flow_style=None, width=100
         )
         return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -186,7 +186,7 @@ def check_same(recipe: Recipe | None, saved: Recipe, folder: Path, kind: str) ->
         changed.append("(`round_to: auto` is the channel block of the machine that reads the recipe)")
     raise YoloPruneError(
         f"The recipe differs from the one {folder} was started with ({folder / 'recipe.yaml'}): "
-        f"{'; '.join(changed)}. Resume without a recipe or schedule flags, or start a new {kind} in "
+        f"{'; '.join(changed)}. Resume with the saved recipe (give none), or start a new {kind} in "
         "another folder."
     )
 
@@ -352,9 +352,10 @@ def _absolute(path: str | None, base: Path) -> str | None:
 
 
 def recipe_from_cli(words: list[str], flags: dict[str, Any]) -> Recipe | None:
-    """The recipe of `yoloprune run`: a recipe YAML among `words`, or built from `flags` (the recipe's
-    keys; None: not given) plus the `key=value` training arguments among `words`; None when neither
-    is given. Errors name the keys as fields (`OptionError`), for the command line to word as flags."""
+    """The recipe of the run and compare commands: a recipe YAML among `words`, or built from `flags`
+    (the recipe's keys; None: not given) plus the `key=value` training arguments among `words`; None
+    when neither is given. Errors name the keys as fields (`OptionError`), for the command line to word
+    as flags."""
     from yoloprune.workflows.finetune import parse_train_args
 
     given = {k: v for k, v in flags.items() if v is not None}

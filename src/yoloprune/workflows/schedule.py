@@ -1,8 +1,8 @@
 """Run a pruning schedule (oneshot, iterative, layerwise) with fine-tuning between steps, resumably.
 
 A run folder holds:
-    recipe.yaml        the recipe, every field explicit (`yoloprune run recipe.yaml` repeats the run)
-    state.json         the completed steps, rewritten atomically after each; `--resume` reads it
+    recipe.yaml        the recipe, every field explicit (running it again repeats the run)
+    state.json         the completed steps, rewritten atomically after each; `resume=True` reads it
     steps/stepK.pt     step K's model after its fine-tune (.pruned.pt before it, .plan.json its plan)
     train/stepK/       Ultralytics' training folder of step K (results.csv, weights/)
     history.json .csv .png, final.pt (the result, written when the run finishes)
@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from yoloprune.atomic import atomic_write
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError, YoloPruneError, prefixed, unmarked
 from yoloprune.importance import NEEDS
 from yoloprune.pruning.count import count_flops, count_params
 from yoloprune.pruning.options import Metric
@@ -249,16 +249,16 @@ def _start(
     recipe: Recipe | None, folder: Path, log: Log, checked: int | None
 ) -> tuple[Recipe, dict[str, Any]]:
     if recipe is None:
-        raise YoloPruneError(
-            "Give a recipe (or the schedule flags) to start a run, or --resume to continue one."
-        )
+        raise OptionError("Give a `recipe` to start a run, or `resume=True` to continue one.")
     if (folder / "state.json").exists():
-        raise YoloPruneError(
-            f"{folder} already holds a run; pass --resume to continue it, or choose another --out folder."
+        raise OptionError(
+            f"{unmarked(str(folder))} already holds a run; pass `resume=True` to continue it, or choose "
+            "another folder as `folder`."
         )
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise YoloPruneError(
-            f"--out {folder} exists and is not an empty folder; choose a new folder for the run."
+        raise OptionError(
+            f"`folder={unmarked(str(folder))!r}` exists and is not an empty folder; choose a new folder "
+            "for the run."
         )
     imgsz = check_recipe(recipe, log) if checked is None else checked
     folder.mkdir(parents=True, exist_ok=True)
@@ -280,8 +280,9 @@ def _start(
 def _resume(recipe: Recipe | None, folder: Path) -> tuple[Recipe, dict[str, Any]]:
     path = folder / "state.json"
     if not path.exists():
-        raise YoloPruneError(
-            f"Nothing to resume: {folder} has no state.json. Start the run without --resume."
+        raise OptionError(
+            f"Nothing to resume: {unmarked(str(folder))} has no state.json. Start the run without "
+            "`resume=True`."
         )
     saved = load_recipe(folder / "recipe.yaml")
     check_same(recipe, saved, folder, "run")
@@ -318,11 +319,12 @@ def check_recipe(recipe: Recipe, log: Log = print) -> int:
     student = loaded.model
     if len(names) != num_classes(student):  # the run's first fine-tune gives the model the data's classes
         if not any(step.epochs for step in steps_of(recipe)):
-            raise YoloPruneError(
-                f"--data {recipe.data}: its class count ({len(names)}) differs from the one {recipe.model} "
-                f"predicts ({num_classes(student)}), and the recipe never fine-tunes (epochs 0, final_epochs "
-                "0), so its result could not predict the dataset's classes. Set epochs or final_epochs (the "
-                "first fine-tune rebuilds the class outputs), or use the dataset the model was trained on."
+            raise OptionError(
+                f"`data={unmarked(recipe.data)!r}`: its class count ({len(names)}) differs from the one "
+                f"{unmarked(recipe.model)} predicts ({num_classes(student)}), and the recipe never "
+                "fine-tunes (`epochs=0`, `final_epochs=0`), so its result could not predict the dataset's "
+                "classes. Set `epochs` or `final_epochs` (the first fine-tune rebuilds the class outputs), "
+                "or use the dataset the model was trained on."
             )
         student = copy.deepcopy(student)
         rebuilt = rebuild_class_outputs(student, names, remap=recipe.train.get("cls_remap", True))
@@ -374,7 +376,7 @@ def _prune(
     try:
         return api.prune(str(source), options, data=recipe.data if needs_data else None)
     except YoloPruneError as e:
-        raise YoloPruneError(f"step {step.index} ({step.what}): {e}") from e
+        raise prefixed(f"step {step.index} ({step.what}): ", e) from e
 
 
 def _do_step(

@@ -82,7 +82,7 @@ def check_layers(model: nn.Module, names: Iterable[str], field: str) -> None:
         if name not in modules:
             raise OptionError(
                 f"`{field}={name!r}`: the model has no layer by that name.{_suggest(name, modules)} "
-                "Run `yoloprune inspect MODEL` to list every layer's path."
+                "The model's inventory (yoloprune.yolo.inventory) lists every layer's path."
             )
 
 

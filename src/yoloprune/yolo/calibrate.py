@@ -197,6 +197,6 @@ def evidence_for(
     if data is None:
         raise OptionError(
             f"`importance={importance!r}` ranks channels on calibration images; pass `data`, an "
-            "Ultralytics dataset YAML (e.g. one made by `yoloprune data digits --out digits`)."
+            "Ultralytics dataset YAML (e.g. the digits dataset yoloprune generates)."
         )
     return gather_evidence(model, graph, data, images, imgsz, needs, groups)

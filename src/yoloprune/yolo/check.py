@@ -4,7 +4,7 @@ Scope: `train_step_check` runs one train-mode forward, loss and backward on a ti
 batch in the format Ultralytics' loss for the model's task expects; `onnx_check` exports the model
 with Ultralytics' own exporter, exactly as `YOLO("pruned.pt").export(format="onnx")` would, and
 compares ONNX Runtime's first output with torch's. Both work on copies and leave the model as it is.
-`export_onnx`, that export on its own, also makes the files `yoloprune bench` times.
+`export_onnx`, that export on its own, also makes the files `workflows.evaluate.bench` times.
 `export_checks` runs both on a pruned model and holds each against the original's own result on
 the same check, recording `Check`s.
 """

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError, YoloPruneError, unmarked
 from yoloprune.yolo.quiet import quiet
 
 _TASKS = ("detect", "segment", "pose", "obb")
@@ -55,9 +55,9 @@ def yolo_dataset(data_yaml: str | os.PathLike[str], task: str, imgsz: int, batch
     if task not in _TASKS:
         raise YoloPruneError(f"calibration data is for {', '.join(_TASKS)} models; this is a {task} model.")
     if path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
-        raise YoloPruneError(
-            f"--data {path}: no such dataset YAML. Pass an Ultralytics dataset YAML (train:, val:, names:), "
-            "e.g. one made by `yoloprune data digits --out digits` (digits/data.yaml)."
+        raise OptionError(
+            f"`data={unmarked(str(path))!r}`: no such dataset YAML. Pass an Ultralytics dataset YAML "
+            "(train:, val:, names:), e.g. the digits dataset yoloprune generates (digits/data.yaml)."
         )
     try:
         with quiet():
@@ -65,15 +65,17 @@ def yolo_dataset(data_yaml: str | os.PathLike[str], task: str, imgsz: int, batch
             cfg = get_cfg(DEFAULT_CFG, {"imgsz": imgsz, "task": task, "batch": batch})
             dataset = build_yolo_dataset(cfg, data[split], batch, data, mode="val")
     except (FileNotFoundError, SyntaxError, TypeError, KeyError, ValueError) as e:
-        reason = " ".join(str(e).split())
-        raise YoloPruneError(
-            f"--data {path}: Ultralytics cannot read the {split!r} split for a {task} model ({reason}). "
+        reason = unmarked(" ".join(str(e).split()))
+        raise OptionError(
+            f"`data={unmarked(str(path))!r}`: Ultralytics cannot read the {split!r} split for a {task} "
+            f"model ({reason}). "
             f"Check the YAML's {split}: entry, that the images exist and that the labels suit the task; "
             "yoloprune never downloads datasets."
         ) from e
     if len(dataset) == 0 or not any(len(label["cls"]) for label in dataset.labels):
-        raise YoloPruneError(
-            f"--data {path}: the {split!r} split has no labelled boxes (labels/*.txt beside images/), so "
+        raise OptionError(
+            f"`data={unmarked(str(path))!r}`: the {split!r} split has no labelled boxes (labels/*.txt "
+            "beside images/), so "
             "there is nothing to calibrate on. Check that every image has a label file in YOLO format."
         )
     return dataset
