@@ -165,6 +165,21 @@ def test_models_without_an_ultralytics_yaml_are_refused(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_torchvision_backbone_is_refused_when_saving_not_left_for_loading(tmp_path):
+    # The loader never builds a TorchVision layer (it fetches weights by a name from the file), so a safe
+    # folder holding one could not be loaded: saving one is refused instead of writing a dead folder.
+    yaml_path = tmp_path / "resnet18-cls.yaml"
+    yaml_path.write_text(
+        "nc: 3\nbackbone:\n  - [-1, 1, TorchVision, [512, resnet18, null, True, 2]]\n"
+        "head:\n  - [-1, 1, Classify, [nc]]\n"
+    )
+    with pytest.raises(
+        YoloPruneError, match=r"layer 'model\.0' is a TorchVision.*Save it as a \.pt checkpoint"
+    ):
+        save_safe(load_model(yaml_path).model, tmp_path / "m.safe")
+    assert sorted(os.listdir(tmp_path)) == ["resnet18-cls.yaml"]
+
+
 def test_cli_writes_verifies_and_inspects_a_safe_folder(tmp_path, capsys):
     model = TINY
     out, plan = tmp_path / "pruned.safe", tmp_path / "plan.json"

@@ -62,7 +62,7 @@ _REFUSED_LAYERS = frozenset({"TorchVision"})
 
 @dataclass(frozen=True, eq=False)
 class SafeModel:
-    """A model read from a safe folder, with the training arguments and yoloprune data saved beside it."""
+    """A model read from a safe folder, with the training arguments and yoloprune's metadata beside it."""
 
     model: nn.Module
     train_args: dict[str, Any]
@@ -94,6 +94,17 @@ def save_safe(
             f"Cannot save {path} in the safe format: it rebuilds the model from its Ultralytics YAML, and a "
             f"{cls} is not one of the Ultralytics model classes it knows ({', '.join(MODEL_CLASSES)}) or has "
             "no model YAML. Save it as a .pt checkpoint instead."
+        )
+    rows = [*(model.yaml.get("backbone") or []), *(model.yaml.get("head") or [])]
+    refused = [
+        (i, row[2]) for i, row in enumerate(rows) if isinstance(row[2], str) and row[2] in _REFUSED_LAYERS
+    ]
+    if refused:
+        i, name = refused[0]
+        raise YoloPruneError(
+            f"Cannot save {path} in the safe format: layer 'model.{i}' is a {name} layer, which the safe "
+            "loader never builds (building it fetches a network, and its weights, by a name read from the "
+            "file), so the folder could not be loaded. Save it as a .pt checkpoint instead."
         )
     try:
         meta = json.loads(json.dumps(meta))
@@ -161,7 +172,7 @@ def load_safe(path: str | os.PathLike[str]) -> nn.Module:
 
 
 def read_safe(path: str | os.PathLike[str]) -> SafeModel:
-    """`load_safe`, also returning the training arguments and yoloprune data stored with the model."""
+    """`load_safe`, also returning the training arguments and yoloprune's metadata stored with the model."""
     path = Path(path)
     doc = _read_architecture(path)
     model = _build(path, doc)
@@ -184,15 +195,15 @@ def read_safe(path: str | os.PathLike[str]) -> SafeModel:
 def _bad(path: Path, what: str) -> YoloPruneError:
     return YoloPruneError(
         f"{path / ARCHITECTURE} is not a valid yoloprune safe architecture: {what}. Save the model again "
-        "with `yoloprune prune --save-format safe` or yoloprune.yolo.safe.save_safe."
+        "in the safe format."
     )
 
 
 def _read_architecture(path: Path) -> dict[str, Any]:
     if not (path / ARCHITECTURE).is_file():
         raise YoloPruneError(
-            f"{path} is not a yoloprune safe folder: it has no {ARCHITECTURE}. Pass the folder written by "
-            "`yoloprune prune --save-format safe`."
+            f"{path} is not a yoloprune safe folder: it has no {ARCHITECTURE}. Pass a folder saved in the "
+            "safe format."
         )
     try:
         doc = yaml.safe_load((path / ARCHITECTURE).read_text(encoding="utf-8"))
