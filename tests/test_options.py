@@ -26,14 +26,9 @@ from yoloprune.yolo.api import prune  # loads Ultralytics before any output is c
 
 ROOT = Path(yoloprune.__file__).parent
 ENGINE = [ROOT / name for name in ("graph", "importance", "pruning")]
-# Outside the engine the library speaks Python too: the Ultralytics seam and the workflows. Left out
-# for now: finetune.py and sensitivity.py, which are being split into smaller modules.
-LIBRARY = [
-    path
-    for package in ("yolo", "workflows")
-    for path in sorted((ROOT / package).rglob("*.py"))
-    if path.relative_to(ROOT).as_posix() not in ("workflows/finetune.py", "workflows/sensitivity.py")
-]
+# Outside the engine the library speaks Python too: the Ultralytics seam and the workflows. reports/
+# is left out: the analysis report is the `analyze` command's document and suggests commands to run.
+LIBRARY = [path for package in ("yolo", "workflows") for path in sorted((ROOT / package).rglob("*.py"))]
 FLAG = re.compile(r"(?<![\w-])--[a-z]")
 
 
