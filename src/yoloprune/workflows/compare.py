@@ -32,7 +32,7 @@ from yoloprune.reports.measurements import SPEED_KEY, Bench
 from yoloprune.text import plural
 from yoloprune.workflows import schedule
 from yoloprune.workflows.evaluate import bench, check_timing
-from yoloprune.workflows.recipe import Recipe, check_same, check_state_belongs, load_recipe
+from yoloprune.workflows.recipe import Recipe, check_new_folder, check_same, check_state_belongs, load_recipe
 
 # The seed's "4 methods comparison": the three activation-clustering variants and BatchNorm gamma.
 DEFAULT_CRITERIA = ("act-maxweight", "act-medoid", "act-maxgamma", "bn")
@@ -212,19 +212,8 @@ def _start(
 ) -> tuple[Recipe, tuple[str, ...], dict[str, int]]:
     """Check everything, every criterion's recipe with a dry run, and create the comparison; return
     the recipe, the criteria and each one's image size (so its run does not check it again)."""
-    if recipe is None:
-        raise OptionError("Give a `recipe` to start a comparison, or `resume=True` to continue one.")
+    recipe = check_new_folder(recipe, folder, STATE_FILE, "comparison")
     names = _criteria(DEFAULT_CRITERIA if criteria is None else criteria)
-    if (folder / STATE_FILE).exists():
-        raise OptionError(
-            f"{unmarked(str(folder))} already holds a comparison; pass `resume=True` to continue it, or "
-            "choose another folder as `folder`."
-        )
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise OptionError(
-            f"`folder={unmarked(str(folder))!r}` exists and is not an empty folder; choose a new folder "
-            "for the comparison."
-        )
     recipes = [_with(recipe, name) for name in names]
     note = ""
     if recipe.options.importance != _DEFAULT_IMPORTANCE:

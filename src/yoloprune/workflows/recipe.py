@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from yoloprune.declare import Spec, check, checked, option, refuse_unknown, spec_of
-from yoloprune.errors import OptionError, YoloPruneError, plain
+from yoloprune.errors import OptionError, YoloPruneError, plain, unmarked
 from yoloprune.pruning.options import AUTO, PruneOptions
 
 RECIPE_VERSION = 1
@@ -156,6 +156,24 @@ def saved_sha256(path: str | os.PathLike[str]) -> str:
     """The sha256 of the recipe saved at `path` as its file holds it: what `Recipe.sha256` gave when it
     was saved, by this or an earlier yoloprune (a run's state records it)."""
     return _sha256(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+
+
+def check_new_folder(recipe: Recipe | None, folder: Path, state_file: str, kind: str) -> Recipe:
+    """The recipe of a new `kind` ("run", "comparison") in `folder`: refuse a missing recipe, a folder
+    that already holds one (resume it instead) and a folder with other files in it."""
+    if recipe is None:
+        raise OptionError(f"Give a `recipe` to start a {kind}, or `resume=True` to continue one.")
+    if (folder / state_file).exists():
+        raise OptionError(
+            f"{unmarked(str(folder))} already holds a {kind}; pass `resume=True` to continue it, or "
+            "choose another folder as `folder`."
+        )
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise OptionError(
+            f"`folder={unmarked(str(folder))!r}` exists and is not an empty folder; choose a new folder "
+            f"for the {kind}."
+        )
+    return recipe
 
 
 def check_state_belongs(path: Path, state: dict, version: int, kind: str) -> None:

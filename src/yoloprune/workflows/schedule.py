@@ -48,6 +48,7 @@ from yoloprune.workflows.history import write_history
 from yoloprune.workflows.recipe import (
     Recipe,
     Schedule,
+    check_new_folder,
     check_same,
     check_state_belongs,
     load_recipe,
@@ -248,18 +249,7 @@ def _epochs(n: int) -> str:
 def _start(
     recipe: Recipe | None, folder: Path, log: Log, checked: int | None
 ) -> tuple[Recipe, dict[str, Any]]:
-    if recipe is None:
-        raise OptionError("Give a `recipe` to start a run, or `resume=True` to continue one.")
-    if (folder / "state.json").exists():
-        raise OptionError(
-            f"{unmarked(str(folder))} already holds a run; pass `resume=True` to continue it, or choose "
-            "another folder as `folder`."
-        )
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise OptionError(
-            f"`folder={unmarked(str(folder))!r}` exists and is not an empty folder; choose a new folder "
-            "for the run."
-        )
+    recipe = check_new_folder(recipe, folder, "state.json", "run")
     imgsz = check_recipe(recipe, log) if checked is None else checked
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "steps").mkdir()
