@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import json
 import re
 from pathlib import Path
@@ -36,9 +37,14 @@ def _commands() -> dict:
     return next(a for a in cli._parser()._actions if a.dest == "command").choices
 
 
+@functools.cache
+def _command_pattern() -> re.Pattern:
+    return re.compile(rf"\byoloprune ({'|'.join(_commands())})\b")
+
+
 def cli_words(text: str) -> list[str]:
     """The lines of `text` that name a command-line flag or a `yoloprune COMMAND`."""
-    command = re.compile(rf"\byoloprune ({'|'.join(_commands())})\b")
+    command = _command_pattern()
     return [line for line in text.splitlines() if FLAG.search(line) or command.search(line)]
 
 
