@@ -196,6 +196,7 @@ def test_a_criterion_the_recipe_does_not_suit_fails_before_any_run(baseline, tmp
     assert not (tmp_path / "cmp").exists()
 
 
+@pytest.mark.slow  # fast: test_resume_skips_finished_criteria_and_continues_a_half_finished_one
 def test_cli_resume_of_a_finished_comparison_measures_again(compared, tmp_path, capsys) -> None:
     out = tmp_path / "cmp"
     shutil.copytree(compared["out"], out)

@@ -5,7 +5,7 @@ trip, the pruned model runs (eval and train mode), has exactly the planned width
 original (relative error under 1e-4, float64, on signal-carrying weights), its saved copy reloads to the
 same numbers, and every pin of the graph is explained by the model's structure.
 
-Fast run (default): 300 plain-torch models and 15 random Ultralytics YAMLs, derandomized: the same cases
+Fast run (default): 200 plain-torch models and 10 random Ultralytics YAMLs, derandomized: the same cases
 on every run. `pytest -m slow tests/test_properties.py` draws 5,000 and 200 fresh ones (a failure is
 shrunk, stored in .hypothesis/ and replayed first next time); paste the shrunk spec into an `@example`.
 """
@@ -94,7 +94,7 @@ def check_plain(spec: tuple, plan: tuple[float | None, int]) -> None:
         pruned.train()(*X)
 
 
-@settings(FAST, max_examples=300)
+@settings(FAST, max_examples=200)
 @given(net_specs(), PLANS)
 @example(((("add", 0, 0),), (("out", 1),)), (None, 0))  # no parameters at all: verify used to crash
 @example(  # C2f, chunk pieces into a cat, a residual add, SE, Detect and a flattening Linear head
@@ -133,7 +133,7 @@ def check_yaml(spec: tuple, ratio: float, seed: int) -> None:
             assert compare_outputs(saved, r.model, inputs, ULTRALYTICS).max_rel_error == 0.0, fmt
 
 
-@settings(FAST, max_examples=15)
+@settings(FAST, max_examples=10)
 @given(yaml_specs(), st.floats(0.1, 0.9), st.integers(0, 2**16))
 def test_random_yamls_prune_verify_and_reload(spec, ratio, seed):
     check_yaml(spec, ratio, seed)

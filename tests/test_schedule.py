@@ -207,6 +207,7 @@ def test_a_run_whose_first_step_exceeds_max_drop_keeps_the_baseline_and_exits_3(
     assert "warning: target not reached (exit status 3)" in again.err
 
 
+@pytest.mark.slow  # fast: test_a_run_whose_first_step_exceeds_max_drop_keeps_the_baseline_...
 def test_a_final_fine_tune_that_lowers_the_map_is_not_kept(baseline, tmp_path, monkeypatch, capsys) -> None:
     _scores(monkeypatch, {"step0": 0.5, "step1": 0.45, "step2": 0.3})
     monkeypatch.setattr(schedule, "finetune", _worse_finetune)
