@@ -111,14 +111,14 @@ def test_kill_9_in_the_middle_then_resume_gives_the_same_run(layerwise, tmp_path
     proc.wait()
     assert [r["step"] for r in json.loads(state.read_text())["steps"]] == [0, 1]  # killed inside step 2
     assert main(["run", "--resume", "--out", str(out)]) == 0
-    assert "Resuming" in capsys.readouterr().out
+    assert "Resuming" in capsys.readouterr().err  # the log goes to stderr, the history table to stdout
     rows = json.loads((out / "history.json").read_text())["steps"]
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     reference = json.loads((layerwise["out"] / "history.json").read_text())["steps"]
     assert [r["widths"] for r in rows] == [r["widths"] for r in reference]
     assert conv_widths(load_model(out / "final.pt").model) == reference[-1]["widths"]
     assert main(["run", "--resume", "--out", str(out)]) == 0  # a finished run stays finished
-    assert "already finished" in capsys.readouterr().out
+    assert "already finished" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # the same rule, fast: test_a_run_whose_first_step_exceeds_max_drop_keeps_the_baseline_...
