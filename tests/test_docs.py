@@ -135,8 +135,11 @@ def test_the_docs_have_python_snippets():
 
 @pytest.mark.parametrize("block", _snippet_params())
 def test_python_snippet_runs(block: Block, workdir: Path):
+    """The snippet runs as written (an exception fails the test) and defines what it shows."""
     code = compile(block.text, block.id, "exec")
-    exec(code, {"__name__": "__main__"})
+    namespace: dict = {"__name__": "__main__"}
+    exec(code, namespace)
+    assert set(namespace) - {"__name__", "__builtins__"}, f"{block.id} ran but defined nothing"
 
 
 @pytest.mark.parametrize("block", [pytest.param(b, id=b.id) for b in PYTHON])
