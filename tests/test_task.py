@@ -14,9 +14,10 @@ from ultralytics import YOLO
 
 from yoloprune.cli import main
 from yoloprune.pruning.options import PruneOptions
+from yoloprune.yolo.adapter import model_task
 from yoloprune.yolo.api import prune, verify
 from yoloprune.yolo.check import train_step_check
-from yoloprune.yolo.io import load_model, model_task
+from yoloprune.yolo.io import load_model
 
 TASK_YAMLS = {
     "detect": "yolov8n.yaml",

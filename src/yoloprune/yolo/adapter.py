@@ -4,14 +4,26 @@ The channel flow itself is traced, never tabulated here. This module only suppli
 the engine's `ModelAdapter` for these models (the example input a model is traced with, which
 returned tensors are its predictions, which modules take their `split` sizes from an attribute,
 `self.c`, that must be updated after pruning), and the block list (`model.model[i]` with `i`, `f`,
-`type`) users name things by.
+`type`) users name things by, and the task a model's head does (`model_task`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from ultralytics.nn.modules import (
+    OBB,
+    Classify,
+    Depth,
+    Detect,
+    Pose,
+    RTDETRDecoder,
+    Segment,
+    SemanticSegment,
+    YOLOESegment,
+)
 from ultralytics.nn.modules import block as B
+from ultralytics.nn.tasks import BaseModel
 
 from yoloprune.graph.adapter import ModelAdapter, image_batch
 
@@ -65,3 +77,39 @@ def blocks(model: nn.Module) -> list[nn.Module]:
 def block_path(index: int) -> str:
     """The `named_modules()` path of block `index`."""
     return f"model.{index}"
+
+
+# Output heads and their tasks, in the order Ultralytics' `guess_model_task` tests them (a Segment
+# is a Detect too); RT-DETR's decoder is a detect head (Ultralytics' RTDETR class says so).
+_HEADS = (
+    (SemanticSegment, "semantic"),
+    ((Segment, YOLOESegment), "segment"),
+    (Classify, "classify"),
+    (Pose, "pose"),
+    (OBB, "obb"),
+    (Depth, "depth"),
+    ((Detect, RTDETRDecoder), "detect"),
+)
+
+
+def model_task(model: nn.Module) -> str:
+    """The task of an Ultralytics model, read from its structure: its output head's class, tested as
+    Ultralytics' `guess_model_task` tests it; else the model's `task` attribute (what `YOLO(...).task`
+    reports); "unknown" for a module that is not an Ultralytics model.
+
+    Never the "task" entry of `model.args`: a checkpoint saved by `YOLO("yolov8n-seg.yaml").save()`
+    carries Ultralytics' default arguments there, task "detect" included.
+
+    Example:
+        >>> from yoloprune.yolo.io import load_model
+        >>> model_task(load_model("yolov8n-pose.yaml").model)
+        'pose'
+    """
+    if not isinstance(model, BaseModel):
+        return "unknown"
+    for m in model.modules():
+        for head, task in _HEADS:
+            if isinstance(m, head):
+                return task
+    task = getattr(model, "task", None)
+    return task if isinstance(task, str) else "unknown"

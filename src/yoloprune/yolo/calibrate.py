@@ -27,9 +27,9 @@ from yoloprune.errors import OptionError
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.importance import NEEDS, Evidence
 from yoloprune.progress import phase
+from yoloprune.yolo.adapter import model_task
 from yoloprune.yolo.check import check_imgsz, hyperparameters, num_classes
 from yoloprune.yolo.dataset import calibration_batches
-from yoloprune.yolo.io import model_task
 
 KINDS = frozenset({"taylor", "samples"})
 _MEASURED = {"samples": "activations at box centres", "taylor": "Taylor importance (loss gradients)"}

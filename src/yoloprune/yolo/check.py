@@ -32,7 +32,8 @@ from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_KEYS
 
 from yoloprune.errors import YoloPruneError, first_line
 from yoloprune.progress import phase
-from yoloprune.yolo.io import model_task, save_checkpoint
+from yoloprune.yolo.adapter import model_task
+from yoloprune.yolo.io import save_checkpoint
 from yoloprune.yolo.quiet import quiet
 
 ONNX_TOLERANCE = 1e-3  # max relative difference between ONNX Runtime's and torch's first output

@@ -26,9 +26,9 @@ from ultralytics import YOLO
 from yoloprune.errors import OptionError, YoloPruneError, first_line
 from yoloprune.runtimes import PACKAGES, Precision, Runtime, Setting, require, runtime_of, settings
 from yoloprune.timing import fp32_cpu, tensorrt_unavailable
+from yoloprune.yolo.adapter import model_task
 from yoloprune.yolo.check import export_onnx
 from yoloprune.yolo.dataset import yolo_dataset
-from yoloprune.yolo.io import model_task
 from yoloprune.yolo.quiet import quiet
 
 CALIBRATION_IMAGES = 300  # NNCF's default subset size; Ultralytics recommends at least this many

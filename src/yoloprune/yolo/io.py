@@ -29,17 +29,6 @@ from torch import nn
 from ultralytics import RTDETR, YOLO
 from ultralytics.engine.model import Model
 from ultralytics.nn import tasks
-from ultralytics.nn.modules import (
-    OBB,
-    Classify,
-    Depth,
-    Detect,
-    Pose,
-    RTDETRDecoder,
-    Segment,
-    SemanticSegment,
-    YOLOESegment,
-)
 from ultralytics.nn.tasks import BaseModel, load_checkpoint
 from ultralytics.utils import YAML
 from ultralytics.utils.checks import check_yolov5u_filename
@@ -49,6 +38,7 @@ from ultralytics.utils.patches import torch_load
 from yoloprune.atomic import atomic_write
 from yoloprune.errors import YoloPruneError, first_line
 from yoloprune.progress import phase
+from yoloprune.yolo.adapter import model_task
 from yoloprune.yolo.quiet import quiet
 
 CFG_DIR = Path(ultralytics.__file__).parent / "cfg" / "models"
@@ -57,17 +47,6 @@ _SCALED = re.compile(r"(\d+)([nslmx])(.+)?$")
 # Top-level packages a process that loads a saved checkpoint is assumed to have: Ultralytics and the
 # requirements it pickles in its own checkpoints (torchvision: its TorchVision backbone layer).
 _LOADABLE_ROOTS = frozenset({"torch", "torchvision", "ultralytics", "numpy"}) | sys.stdlib_module_names
-# Output heads and their tasks, in the order Ultralytics' `guess_model_task` tests them (a Segment
-# is a Detect too); RT-DETR's decoder is a detect head (Ultralytics' RTDETR class says so).
-_HEADS = (
-    (SemanticSegment, "semantic"),
-    ((Segment, YOLOESegment), "segment"),
-    (Classify, "classify"),
-    (Pose, "pose"),
-    (OBB, "obb"),
-    (Depth, "depth"),
-    ((Detect, RTDETRDecoder), "detect"),
-)
 _HOOK_DICTS = (
     "_forward_hooks",
     "_forward_hooks_with_kwargs",
@@ -244,28 +223,6 @@ def _other_name(path: Path) -> str:
         if name not in GITHUB_ASSETS_NAMES and check_yolov5u_filename(name, verbose=False) == name:
             return name
     return "pruned.pt"
-
-
-def model_task(model: nn.Module) -> str:
-    """The task of an Ultralytics model, read from its structure: its output head's class, tested as
-    Ultralytics' `guess_model_task` tests it; else the model's `task` attribute (what `YOLO(...).task`
-    reports); "unknown" for a module that is not an Ultralytics model.
-
-    Never the "task" entry of `model.args`: a checkpoint saved by `YOLO("yolov8n-seg.yaml").save()`
-    carries Ultralytics' default arguments there, task "detect" included.
-
-    Example:
-        >>> model_task(load_model("yolov8n-pose.yaml").model)
-        'pose'
-    """
-    if not isinstance(model, BaseModel):
-        return "unknown"
-    for m in model.modules():
-        for head, task in _HEADS:
-            if isinstance(m, head):
-                return task
-    task = getattr(model, "task", None)
-    return task if isinstance(task, str) else "unknown"
 
 
 def _loaded(model: nn.Module, source: str, ckpt: dict[str, Any] | None) -> Loaded:
