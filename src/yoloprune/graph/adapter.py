@@ -1,16 +1,21 @@
-"""What the engine needs to know about a family of models: one `ModelAdapter`, four hooks.
+"""What the engine needs to know about a family of models: one `ModelAdapter`, five hooks.
 
 The engine (trace, probe, verify, allocate) is framework-free. A model family tells it how to
 build an example input, which returned tensors are the predictions, which Python attributes must
-follow a prune, and which modules take their `split` sizes from such attributes. `PLAIN` serves
-plain PyTorch models; `yoloprune.yolo.adapter.ULTRALYTICS` serves Ultralytics ones.
+follow a prune, which modules take their `split` sizes from such attributes, and which modules the
+tracer should run through a *module rule* (a traced forward that reports how the module couples its
+channels where torch ops alone cannot say, as attention's heads do). `PLAIN` serves plain PyTorch
+models; `yoloprune.yolo.adapter.ULTRALYTICS` serves Ultralytics ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,6 +31,28 @@ def image_batch(size: int, batch: int = 1, seed: int | None = None) -> tuple[tor
         return (torch.zeros(batch, 3, size, size),)
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(batch, 3, size, size, generator=g),)
+
+
+class Glue(Protocol):
+    """What a module rule may tell the tracer (the tracer implements it; see `ModelAdapter`).
+
+    - `paused()`: a context in which torch ops are run but not traced (the module's own glue).
+    - `elems(t)`: the channel elements of a traced tensor, one per channel (a copy).
+    - `couple(a, b)`: elements `a[i]` and `b[i]` must be removed together.
+    - `label(t, elems, reads, rule)`: `t`, made by the paused glue from `reads`, carries `elems`
+      along dim 1; `rule` names the rule in the op log.
+    """
+
+    def paused(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def elems(self, t: torch.Tensor) -> np.ndarray: ...
+
+    def couple(self, a: np.ndarray, b: np.ndarray) -> None: ...
+
+    def label(self, t: torch.Tensor, elems: np.ndarray, reads: Sequence[torch.Tensor], rule: str) -> None: ...
+
+
+ModuleRule = Callable[..., object]  # (glue, module, *forward args) -> the module's output
 
 
 def _plain_inputs(model: nn.Module, batch: int = 1, seed: int | None = None) -> tuple[torch.Tensor]:
@@ -44,6 +71,10 @@ def _no_split(module: nn.Module) -> bool:
     return False
 
 
+def _no_rule(module: nn.Module) -> ModuleRule | None:
+    return None
+
+
 @dataclass(frozen=True)
 class ModelAdapter:
     """The four hooks the engine calls on a model of one family; each has a plain-PyTorch default.
@@ -55,6 +86,11 @@ class ModelAdapter:
     - `fix_attributes(model)`: bring Python attributes in line with pruned widths, after slicing.
     - `adapts_split(module)`: whether a `split` with explicit sizes inside `module` takes its sizes
       from attributes `fix_attributes` updates (otherwise such a split pins its channels).
+    - `module_rule(module)`: a `ModuleRule` that replaces `module`'s forward while it is traced, or
+      None. The rule must compute exactly what the forward computes; it calls the module's own
+      layers (which are traced as usual) and reports the rest through its `Glue`, e.g. which query
+      and key channels meet in a dot product. What it reports must be exact when honoured:
+      `fix_attributes` has to make the pruned module run, and the verify check proves it did.
 
     Example:
         >>> adapter = ModelAdapter(select_outputs=lambda out: out[0])
@@ -66,6 +102,7 @@ class ModelAdapter:
     select_outputs: Callable[[object], object] = _all_outputs
     fix_attributes: Callable[[nn.Module], None] = _no_attributes
     adapts_split: Callable[[nn.Module], bool] = _no_split
+    module_rule: Callable[[nn.Module], ModuleRule | None] = _no_rule
 
 
 PLAIN = ModelAdapter()

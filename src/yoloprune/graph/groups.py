@@ -26,6 +26,7 @@ class Group:
     classes: tuple[int, ...]  # class roots, in channel order of the first member
     members: tuple[Member, ...]
     pinned_by: tuple[Pin, ...]
+    width: int = 1  # channels a class holds in each member, at least (an attention head: head_dim)
 
     @property
     def size(self) -> int:
@@ -132,7 +133,9 @@ def build_groups(trace: Trace, exclude: tuple[str, ...] = ()) -> ChannelGraph:
             for p in exclude
             if covers(p, m.module)
         ]
-        groups.append(Group(len(groups), tuple(order), members, tuple(dict.fromkeys(blocked))))
+        held = min(int(np.isin(layout[m], roots).sum()) for m in members)
+        width = held // len(order)  # the classes of a group are alike
+        groups.append(Group(len(groups), tuple(order), members, tuple(dict.fromkeys(blocked)), max(1, width)))
     return ChannelGraph(trace, layout, tuple(groups))
 
 

@@ -34,6 +34,7 @@ class OpKind(enum.Enum):
     SOFTMAX = "softmax"  # normalises over one dim: fine unless it is the channel axis
     STACK = "stack"  # adds a new dim: channels of all inputs are coupled
     FACTORY = "factory"  # new_zeros/zeros_like...: reads only shape, dtype and device
+    MODULE = "module"  # glue a module rule reported (graph.adapter.Glue); no torch function maps here
     UNKNOWN = "unknown"  # anything else: pins every channel it touches
 
 

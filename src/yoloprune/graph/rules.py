@@ -46,6 +46,7 @@ class OpRules:
             OpKind.SOFTMAX: self._softmax,
             OpKind.STACK: self._stack,
             OpKind.FACTORY: lambda *a: None,
+            OpKind.MODULE: lambda *a: None,
             OpKind.UNKNOWN: self._unknown,
         }
 

@@ -8,12 +8,16 @@ and a list of *channel elements* along it. Ops copy, slice, concatenate or unify
 (model inputs and outputs, channels touched by ops the tracer does not understand) are *pinned*,
 each pin with the member or op site that caused it and a reason. See docs/decisions.md for why
 this beats autograd-graph walking and torch.export here. What a trace is made of lives in
-`elements.py`; how each kind of op moves channel elements, in `rules.py`.
+`elements.py`; how each kind of op moves channel elements, in `rules.py`. A module the adapter gives
+a *module rule* (e.g. attention, whose heads no op-level rule can see) runs through that rule while
+traced: its layers are traced as usual, and the rule reports the glue between them (`Glue`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +50,7 @@ class _Tracer(OpRules, TorchFunctionMode):
         self.module_io: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         self._handlers = self.rules()
         self._func = None
+        self._paused = 0
 
     # -- elements ---------------------------------------------------------------------------
     def fresh(self, n: int) -> np.ndarray:
@@ -101,10 +106,38 @@ class _Tracer(OpRules, TorchFunctionMode):
             )
         )
 
+    # -- the glue a module rule reports (graph.adapter.Glue) ----------------------------------
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        self._paused += 1
+        try:
+            yield
+        finally:
+            self._paused -= 1
+
+    def elems(self, t: torch.Tensor) -> np.ndarray:
+        v = self.info(t)
+        if v is None:
+            raise TraceError(f"a module rule in {self.stack[-1] or 'the model'} asked for an untraced tensor")
+        return v.elems.copy()
+
+    def couple(self, a: np.ndarray, b: np.ndarray) -> None:
+        self.union(np.asarray(a).ravel(), np.asarray(b).ravel())
+
+    def label(self, t: torch.Tensor, elems: np.ndarray, reads: Sequence[torch.Tensor], rule: str) -> None:
+        ins = [v for v in (self.info(r) for r in reads) if v is not None]
+        self._func = None
+        index = len(self.nodes)
+        made = self.set(t, 1, np.asarray(elems, dtype=np.int64).ravel(), index)
+        inputs = tuple(v.id for v in ins)
+        self.nodes.append(Node(index, OpKind.MODULE, rule, self.stack[-1], inputs, (made.id,)))
+
     # -- the mode ---------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if self._paused:
+            return out
         if func is torch.Tensor.__setitem__:
             self._func = func
             for t in flat_tensors(args):
@@ -180,10 +213,14 @@ def trace(
         ['0.in', '0.out', '1.in', '1.out']
     """
     tracer = _Tracer(model, adapter.adapts_split)
-    handles = []
+    handles, ruled = [], []
     for name, module in tracer.modules.items():
         handles.append(module.register_forward_pre_hook(tracer.pre_hook(name)))
         handles.append(module.register_forward_hook(tracer.post_hook(name)))
+        rule = adapter.module_rule(module)
+        if rule is not None:  # an instance attribute, deleted below: the class's forward is untouched
+            module.forward = functools.partial(rule, tracer, module)
+            ruled.append(module)
     was_training = model.training
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     notes = []
@@ -201,6 +238,8 @@ def trace(
     finally:
         for h in handles:
             h.remove()
+        for module in ruled:
+            del module.forward
         with torch.no_grad():
             for name, b in model.named_buffers():
                 b.copy_(buffers[name])

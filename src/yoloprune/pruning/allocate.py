@@ -58,15 +58,19 @@ class Limits:
         """The limits `options` set."""
         return cls(options.max_ratio, options.min_channels, options.round_to)
 
-    def kept(self, size: np.ndarray, want: np.ndarray) -> np.ndarray:
-        """`want` kept channels per group rounded to the nearest multiple of `round_to`, then raised
-        to the limits; `size` where no multiple fits.
+    def kept(self, size: np.ndarray, want: np.ndarray, width: np.ndarray | int = 1) -> np.ndarray:
+        """`want` kept classes per group rounded to the nearest multiple of `round_to` channels, then
+        raised to the limits; `size` where no multiple fits. A class of `width` channels per layer (an
+        attention head) steps by `round_to / gcd(round_to, width)` classes.
 
         Example:
             >>> Limits(max_ratio=0.5, round_to=8).kept(np.array([64, 64, 20]), np.array([41, 8, 3]))
             array([40, 32, 16])
+            >>> Limits(round_to=8).kept(np.array([4, 32]), np.array([3, 7]), np.array([32, 2]))
+            array([3, 8])
         """
-        size, r = np.asarray(size), self.round_to
+        size = np.asarray(size)
+        r = self.round_to // np.gcd(self.round_to, np.asarray(width))
         keep = np.round(np.asarray(want) / r).astype(int) * r
         low = np.maximum(self.min_channels, size - fraction_of(size, self.max_ratio))
         keep = np.where(keep < low, -(-low // r) * r, keep)
@@ -109,12 +113,17 @@ class Allocator:
     def kept(self, knob: float) -> np.ndarray:
         if self.is_global:
             below = np.bincount(self.owners[: int(knob)], minlength=len(self.sizes))
-            return self.limits.kept(self.sizes, self.sizes - below)
-        return self.limits.kept(self.sizes, self.sizes - fraction_of(self.sizes, knob))
+            return self.limits.kept(self.sizes, self.sizes - below, self.widths)
+        return self.limits.kept(self.sizes, self.sizes - fraction_of(self.sizes, knob), self.widths)
 
     def chosen(self, keep: Sequence[int]) -> np.ndarray:
         """The criterion's own kept counts (`ratio="auto"`), within the limits."""
-        return self.limits.kept(self.sizes, np.array(keep, dtype=int))
+        return self.limits.kept(self.sizes, np.array(keep, dtype=int), self.widths)
+
+    @property
+    def widths(self) -> np.ndarray:
+        """Channels per class in each group (1, or e.g. an attention head's width)."""
+        return np.array([g.width for g, _ in self.ranked], dtype=int)
 
     def removed(self, kept: np.ndarray) -> frozenset[int]:
         """The classes removed when each group keeps `kept` of its most important ones."""

@@ -125,4 +125,4 @@ class HullAllocator(Allocator):
         if n < len(self.segment_end):
             g, lo, hi = self.segment_group[n], self.segment_start[n], self.segment_end[n]
             ratios[g] = max(ratios[g], lo + (knob - n) * (hi - lo))
-        return self.limits.kept(self.sizes, self.sizes - fraction_of(self.sizes, ratios))
+        return self.limits.kept(self.sizes, self.sizes - fraction_of(self.sizes, ratios), self.widths)

@@ -120,6 +120,23 @@ def output_weight(module: nn.Module, axis: str) -> tuple[torch.Tensor, int] | No
     return module.weight, 0
 
 
+def producing_tensors(module: nn.Module, axis: str) -> list[tuple[torch.Tensor, int]]:
+    """The tensors, each with the dim along the member's channels, that make those channels: a
+    layer's filters and bias, a norm's affine terms, a bare parameter. With them zeroed the layer
+    outputs exact zeros on those channels (after an affine norm, whatever its input); empty for "in"."""
+    if axis.startswith("param:"):
+        name, dim = _param_axis(axis)
+        return [(getattr(module, name), dim)]
+    if axis != "out":
+        return []
+    found = output_weight(module, axis)
+    tensors = [found] if found is not None else []
+    if isinstance(module, _NORM):
+        tensors += [(module.weight, 0)] if module.weight is not None else []
+    bias = getattr(module, "bias", None)
+    return tensors + ([(bias, 0)] if isinstance(bias, torch.Tensor) else [])
+
+
 def norm_scale(module: nn.Module, axis: str) -> torch.Tensor | None:
     """The per-channel scale (BatchNorm gamma) of a normalisation member; None for any other member."""
     if axis != "out" or not isinstance(module, _NORM) or module.weight is None:

@@ -1,5 +1,7 @@
 """Prove a prune: the pruned model must compute what the original computes with the removed
-channels masked, i.e. with every weight that reads a removed channel set to zero. When it does
+channels masked, i.e. with every weight that reads a removed channel, and every weight, bias and
+norm affine term that makes one, set to zero (a removed channel is zero, and nothing reads it; the
+makers matter where a channel is read without a weight, as attention's q and k are). When it does
 not, say where: the first layer, in execution order, whose output differs (`first_divergence`),
 and for weights, the first tensor that differs (`first_state_difference`)."""
 
@@ -19,7 +21,7 @@ from yoloprune.graph.groups import ChannelGraph
 from yoloprune.graph.trace import flat_tensors
 from yoloprune.pruning.apply import apply_plan
 from yoloprune.pruning.copies import shallow_copy
-from yoloprune.pruning.layers import input_weight
+from yoloprune.pruning.layers import input_weight, producing_tensors
 
 TOLERANCE = 1e-4
 
@@ -46,19 +48,22 @@ class Equivalence:
 
 
 def _masked_weights(model: nn.Module, graph: ChannelGraph, removed: frozenset[int]):
-    """(weight, dim, indices) of every weight slice that reads a removed channel."""
+    """(tensor, dim, indices) of every slice that reads or makes a removed channel."""
     modules = dict(model.named_modules())
     rem = np.fromiter(removed, dtype=np.int64, count=len(removed))
     for member, layout in graph.layout.items():
-        found = input_weight(modules[member.module], member.axis)
         drop = np.flatnonzero(np.isin(layout, rem))
-        if found is not None and len(drop):
-            yield found[0], found[1], torch.as_tensor(drop)
+        if not len(drop):
+            continue
+        module = modules[member.module]
+        reads = input_weight(module, member.axis)
+        for tensor, dim in [*([reads] if reads else []), *producing_tensors(module, member.axis)]:
+            yield tensor, dim, torch.as_tensor(drop)
 
 
 def masked_copy(model: nn.Module, graph: ChannelGraph, removed: frozenset[int]) -> nn.Module:
-    """A copy of the unpruned `model` in which removed channels are read with zero weights (only
-    the weights it zeroes are copied; the rest share storage with `model`)."""
+    """A copy of the unpruned `model` in which removed channels are zero and read with zero weights
+    (only the tensors it zeroes are copied; the rest share storage with `model`)."""
     masked = shallow_copy(model)
     for weight, dim, drop in _masked_weights(masked, graph, removed):
         weight.data = weight.data.index_fill(dim, drop, 0.0)
@@ -67,7 +72,7 @@ def masked_copy(model: nn.Module, graph: ChannelGraph, removed: frozenset[int]) 
 
 @contextlib.contextmanager
 def masking(model: nn.Module, graph: ChannelGraph, removed: frozenset[int]) -> Iterator[nn.Module]:
-    """Zero, in place, the weights that read removed channels, for the duration of the block; then
+    """Zero, in place, the tensors that make or read removed channels, for the duration of the block; then
     put the saved slices back. Costs only the removed slices' memory, not a copy of the model."""
     saved = []
     with torch.no_grad():

@@ -3,8 +3,9 @@
 The channel flow itself is traced, never tabulated here. This module only supplies `ULTRALYTICS`,
 the engine's `ModelAdapter` for these models (the example input a model is traced with, which
 returned tensors are its predictions, which modules take their `split` sizes from an attribute,
-`self.c`, that must be updated after pruning), and the block list (`model.model[i]` with `i`, `f`,
-`type`) users name things by, and the task a model's head does (`model_task`).
+`self.c`, that must be updated after pruning; attention's module rules live in `attention.py`),
+and the block list (`model.model[i]` with `i`, `f`, `type`) users name things by, and the task a
+model's head does (`model_task`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ultralytics.nn.modules import block as B
 from ultralytics.nn.tasks import BaseModel
 
 from yoloprune.graph.adapter import ModelAdapter, image_batch
+from yoloprune.yolo.attention import fix_attention, module_rule
 
 # Modules whose forward (or forward_split, used by ONNX export) splits `cv1`'s output into two
 # halves of `self.c` channels. Subclasses (C3k2, C2fCIB, C2fPSA, ELAN1, ...) are covered.
@@ -42,6 +44,7 @@ def _fix_attributes(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, HALF_SPLIT_MODULES):
             m.c = m.cv1.conv.out_channels // 2
+        fix_attention(m)
 
 
 def _select_outputs(output: object) -> object:
@@ -63,7 +66,7 @@ def _example_inputs(model: nn.Module, batch: int = 1, seed: int | None = None) -
     return image_batch(max(64, 2 * s), batch, seed)
 
 
-ULTRALYTICS = ModelAdapter(_example_inputs, _select_outputs, _fix_attributes, _adapts_split)
+ULTRALYTICS = ModelAdapter(_example_inputs, _select_outputs, _fix_attributes, _adapts_split, module_rule)
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
