@@ -45,6 +45,10 @@ def _cl(f):  # run a channels-last op: (B, H, W, C)
     return lambda m, x, y: f(m, x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+def _seq(f):  # run a (L, B, C) sequence op on (B, C, H, W) features: tokens are the pixels
+    return lambda m, x, y: f(m, x.flatten(2).permute(2, 0, 1)).permute(1, 2, 0).unflatten(2, x.shape[2:])
+
+
 def _with(f):  # x op y, y a second producer's output of the same shape: their channels are coupled
     return lambda m, x, y: f(x, y)
 
@@ -95,6 +99,8 @@ RECIPES = {
     T.type_as: lambda m, x, y: x.type_as(y),
     T.requires_grad_: lambda m, x, y: x.requires_grad_(False),
     T.pow: lambda m, x, y: x.pow(2),
+    torch.log: lambda m, x, y: torch.log(x.abs() + 1),
+    T.log: lambda m, x, y: (x.abs() + 1).log(),
     T.__pow__: lambda m, x, y: x**2,
     torch.pow: lambda m, x, y: torch.pow(x, 2),
     T.__radd__: lambda m, x, y: 1.0 + x,
@@ -122,7 +128,14 @@ RECIPES = {
     torch.unbind: lambda m, x, y: torch.stack(torch.unbind(x, 2), 2),
     T.unbind: lambda m, x, y: torch.stack(x.unbind(3), 3),
     torch.stack: lambda m, x, y: torch.stack([x, y], 0).sum(0),
+    F.layer_norm: lambda m, x, y: F.layer_norm(x, x.shape[2:]),  # over pixels: channels apart
+    torch.layer_norm: lambda m, x, y: torch.layer_norm(x, x.shape[2:]),
+    F.group_norm: lambda m, x, y: F.group_norm(x, 2),
+    torch.group_norm: lambda m, x, y: torch.group_norm(x, 2),
+    F.multi_head_attention_forward: _seq(lambda m, x: m.mha(x, x, x, need_weights=False)[0]),
     T.__getitem__: lambda m, x, y: x[:, :, 1:, ...],
+    T.gather: lambda m, x, y: x.gather(2, torch.arange(x.shape[2]).flip(0).view(1, 1, -1, 1).expand(x.shape)),
+    torch.gather: lambda m, x, y: torch.gather(x, 3, torch.zeros_like(x, dtype=torch.long)),
     T.view: lambda m, x, y: x.flatten(2).view(x.shape),
     T.reshape: lambda m, x, y: x.reshape(x.shape[0], x.shape[1], -1).reshape(x.shape),
     T.flatten: lambda m, x, y: x.flatten(2).unflatten(2, x.shape[2:]),
@@ -207,7 +220,13 @@ DISPATCHED_AS = {
     T.__itruediv__: T.div_,
 }
 # Entries whose recipe pins the producer's channels by design, with the reason's text.
-PINS = {torch.split: "split into fixed sizes", T.split: "split into fixed sizes"}
+PINS = {
+    torch.split: "split into fixed sizes",
+    T.split: "split into fixed sizes",
+    F.group_norm: "GroupNorm normalises channels in groups",
+    torch.group_norm: "GroupNorm normalises channels in groups",
+    F.multi_head_attention_forward: "nn.MultiheadAttention has one width",
+}
 
 
 class Seen(TorchFunctionMode):
@@ -241,6 +260,7 @@ class Probe(nn.Module):
         self.w3 = nn.Conv3d(8, 8, (1, 3, 3), padding=(0, 1, 1))
         self.t1, self.t2 = nn.ConvTranspose1d(8, 8, 1), nn.ConvTranspose2d(8, 8, 2, 2)
         self.lin, self.bn = nn.Linear(8, 8), nn.BatchNorm2d(8)
+        self.mha = nn.MultiheadAttention(8, 2)
         with torch.no_grad():
             y = self.body(X[0])
         self.head = nn.Conv2d(y.shape[1], 4, 1) if y.ndim == 4 else nn.Linear(y.shape[-1], 4)
@@ -294,7 +314,6 @@ UNKNOWN = {
     "torch.roll": lambda m, x, y: torch.roll(x, 1, 1),
     "torch.cumsum": lambda m, x, y: torch.cumsum(x, 1),
     "F.normalize": lambda m, x, y: F.normalize(x, dim=1),
-    "F.group_norm": lambda m, x, y: F.group_norm(x, 2),
     "F.local_response_norm": lambda m, x, y: F.local_response_norm(x, 3),
 }
 

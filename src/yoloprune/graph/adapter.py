@@ -41,6 +41,8 @@ class Glue(Protocol):
     - `couple(a, b)`: elements `a[i]` and `b[i]` must be removed together.
     - `label(t, elems, reads, rule)`: `t`, made by the paused glue from `reads`, carries `elems`
       along dim 1; `rule` names the rule in the op log.
+    - `pin(elems, reason)`: no prune may remove these elements (e.g. values the glue reads as a
+      fixed number of heads or points, not as channels); `reason` says why, in terms of exactness.
     """
 
     def paused(self) -> contextlib.AbstractContextManager[None]: ...
@@ -48,6 +50,8 @@ class Glue(Protocol):
     def elems(self, t: torch.Tensor) -> np.ndarray: ...
 
     def couple(self, a: np.ndarray, b: np.ndarray) -> None: ...
+
+    def pin(self, elems: np.ndarray, reason: str) -> None: ...
 
     def label(self, t: torch.Tensor, elems: np.ndarray, reads: Sequence[torch.Tensor], rule: str) -> None: ...
 

@@ -25,7 +25,7 @@ class OpKind(enum.Enum):
     BROADCAST = "broadcast"  # binary with broadcasting: equal channels are coupled
     CAT = "cat"  # along the channel axis: channels are concatenated; else coupled
     SPLIT = "split"  # chunk/split/unbind: channels are sliced into pieces
-    INDEX = "index"  # x[...]: channels pass through unless the channel axis is sliced
+    INDEX = "index"  # x[...], gather: channels pass through unless the channel axis is picked from
     RESHAPE = "reshape"  # view/reshape/flatten/squeeze: the channel axis must survive intact
     PERMUTE = "permute"  # permute/transpose: the channel axis moves
     EXPAND = "expand"  # broadcast to a bigger shape: the channel axis must keep its size
@@ -34,6 +34,8 @@ class OpKind(enum.Enum):
     SOFTMAX = "softmax"  # normalises over one dim: fine unless it is the channel axis
     STACK = "stack"  # adds a new dim: channels of all inputs are coupled
     FACTORY = "factory"  # new_zeros/zeros_like...: reads only shape, dtype and device
+    NORM = "norm"  # layer/group norm: channels pass through, pinned when normalised together
+    ATTENTION = "attention"  # nn.MultiheadAttention: one width for query, key, value, heads, output
     MODULE = "module"  # glue a module rule reported (graph.adapter.Glue); no torch function maps here
     UNKNOWN = "unknown"  # anything else: pins every channel it touches
 
@@ -52,7 +54,7 @@ _TABLE: dict[OpKind, tuple] = {
         T.sigmoid, T.tanh, T.relu, T.exp, T.abs, T.neg, T.__neg__, T.clamp, T.clamp_, T.sqrt,
         T.square, T.contiguous, T.clone, T.detach, T.float, T.half, T.to, T.type_as, T.type,
         T.sigmoid_, T.relu_, T.requires_grad_, T.cpu, T.cuda, T.double, T.bfloat16, T.pow, T.__pow__,
-        torch.pow,
+        torch.pow, torch.log, T.log,
     ),
     OpKind.BROADCAST: (
         torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum,
@@ -62,7 +64,7 @@ _TABLE: dict[OpKind, tuple] = {
     ),
     OpKind.CAT: (torch.cat, torch.concat, torch.concatenate),
     OpKind.SPLIT: (torch.chunk, torch.split, torch.unbind, T.chunk, T.split, T.unbind),
-    OpKind.INDEX: (T.__getitem__,),
+    OpKind.INDEX: (T.__getitem__, T.gather, torch.gather),
     OpKind.RESHAPE: (
         T.view, T.reshape, T.flatten, T.unflatten, T.squeeze, T.unsqueeze, T.view_as, T.reshape_as,
         torch.reshape, torch.flatten, torch.squeeze, torch.unsqueeze,
@@ -80,6 +82,8 @@ _TABLE: dict[OpKind, tuple] = {
     ),
     OpKind.SOFTMAX: (F.softmax, F.log_softmax, torch.softmax, T.softmax, T.log_softmax),
     OpKind.STACK: (torch.stack,),
+    OpKind.NORM: (F.layer_norm, torch.layer_norm, F.group_norm, torch.group_norm),
+    OpKind.ATTENTION: (F.multi_head_attention_forward,),
     OpKind.FACTORY: (
         T.new_full, T.new_zeros, T.new_ones, T.new_empty, T.new_tensor, torch.zeros_like,
         torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like, torch.randn_like,

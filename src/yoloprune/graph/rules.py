@@ -14,10 +14,25 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from yoloprune.graph.elements import Member, flat_tensors
 from yoloprune.graph.ops import OpKind, op_kind, op_name
 from yoloprune.text import plural
+
+LAYER_NORM_REASON = (
+    "LayerNorm normalises across the channel axis: removing a channel changes the mean and variance "
+    "every kept channel is normalised with, so no prune of these channels is exact"
+)
+GROUP_NORM_REASON = (
+    "GroupNorm normalises channels in groups: removing a channel changes its group's mean and variance "
+    "(and the group count is fixed), so no prune of these channels is exact"
+)
+ATTENTION_REASON = (
+    "nn.MultiheadAttention has one width, embed_dim, for its query, key, value, heads and output: a "
+    "head can go only with as many channels of the query stream (embed_dim = num_heads x head_dim), a "
+    "per-head q/k dim not at all (q, k and v share head_dim, which also sets the softmax scale)"
+)
 
 
 def call_arg(args: tuple, kwargs: dict, index: int, name: str, default: object = None) -> object:
@@ -45,6 +60,8 @@ class OpRules:
             OpKind.REDUCE: self._reduce,
             OpKind.SOFTMAX: self._softmax,
             OpKind.STACK: self._stack,
+            OpKind.NORM: self._norm,
+            OpKind.ATTENTION: self._attention,
             OpKind.FACTORY: lambda *a: None,
             OpKind.MODULE: lambda *a: None,
             OpKind.UNKNOWN: self._unknown,
@@ -224,12 +241,16 @@ class OpRules:
                   sizes=sizes, chunk=chunk)  # fmt: skip
 
     def _index(self, args, kwargs, out, ins) -> None:
+        if self._func in (torch.gather, torch.Tensor.gather):
+            return self._gather_rows(args, kwargs, out, ins)
         x, xv = args[0], ins[0]
         index = args[1] if isinstance(args[1], tuple) else (args[1],)
-        if not isinstance(out, torch.Tensor) or any(
-            not (i is None or i is Ellipsis or isinstance(i, (int, slice))) for i in index
-        ):
+        if self.info(x) is None:  # constants picked by traced indices: no channels to follow
+            return None
+        if not isinstance(out, torch.Tensor):
             return self._unknown(args, kwargs, out, ins, "advanced indexing")
+        if any(not (i is None or i is Ellipsis or isinstance(i, (int, slice))) for i in index):
+            return self._gather(args, kwargs, out, ins)
         consuming = sum(1 for i in index if i is not None and i is not Ellipsis)
         expanded: list = []
         for i in index:
@@ -250,6 +271,90 @@ class OpRules:
             in_d += 1
             out_d += not isinstance(i, int)
         self._unknown(args, kwargs, out, ins, "indexing the tracer could not follow")
+
+    def _gather(self, args, kwargs, out, ins) -> None:
+        """Advanced indexing (`x[rows, cols]`, `x[mask]`): run the same index on a tensor holding each
+        channel's position; the channels pass through when one output dim reads them all in order."""
+        x, xv = args[0], ins[0]
+        c = x.shape[xv.cdim]
+        where = [1] * x.ndim
+        where[xv.cdim] = c
+        picked = torch.arange(c, device=x.device).view(where).expand(x.shape)[args[1]]  # out's shape
+        for k in range(picked.ndim):
+            if picked.shape[k] != c:
+                continue
+            along = [1] * picked.ndim
+            along[k] = c
+            if torch.equal(picked, torch.arange(c, device=x.device).view(along).expand(picked.shape)):
+                return self.node(OpKind.INDEX, ins, [(out, k, xv.elems)])
+        self._unknown(args, kwargs, out, ins, "advanced indexing picks or reorders channels")
+
+    def _gather_rows(self, args, kwargs, out, ins) -> None:
+        """`x.gather(dim, index)` along another axis, with the same index for every channel: the
+        channels pass through (e.g. boxes gathered by query index)."""
+        x, xv = args[0], self.info(args[0])
+        dim, index = call_arg(args, kwargs, 1, "dim"), call_arg(args, kwargs, 2, "index")
+        if xv is None:
+            return None
+        if (
+            int(dim) % x.ndim == xv.cdim
+            or index.shape[xv.cdim] != x.shape[xv.cdim]
+            or not torch.equal(index, index.narrow(xv.cdim, 0, 1).expand_as(index))
+        ):
+            return self._unknown(args, kwargs, out, ins, "gather picks or reorders channels")
+        self.node(OpKind.INDEX, ins, [(out, xv.cdim, xv.elems)])
+
+    def _norm(self, args, kwargs, out, ins) -> None:
+        """LayerNorm (over the trailing `normalized_shape` dims) and GroupNorm (over groups of dim 1
+        and every later dim): channels normalised together share a mean and a variance, which
+        removing any of them changes, so they are pinned; channels normalised apart pass through."""
+        x, xv = args[0], self.info(args[0])
+        if xv is None or not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            return self._unknown(args, kwargs, out, ins)
+        if self._func in (F.layer_norm, torch.layer_norm):
+            shape = call_arg(args, kwargs, 1, "normalized_shape")
+            first = x.ndim - (1 if isinstance(shape, int) else len(shape))  # first normalised dim
+            reason = LAYER_NORM_REASON
+        else:
+            first, reason = 1, GROUP_NORM_REASON
+        if xv.cdim < first:
+            return self.node(OpKind.NORM, [xv], [(out, xv.cdim, xv.elems)])
+        owner = self._owner(call_arg(args, kwargs, 2, "weight"))
+        self.pin(xv.elems, reason, owner[0] if owner else None)
+        member = None
+        for t in (call_arg(args, kwargs, 2, "weight"), call_arg(args, kwargs, 3, "bias")):
+            found, d = self._owner(t), xv.cdim - first
+            if found is not None and t.ndim > d and t.shape[d] == len(xv.elems):
+                member = Member(found[0], f"param:{found[1]}@{d}")
+                self.bind(member, xv.elems)
+        self.node(OpKind.NORM, [xv], [(out, xv.cdim, xv.elems)], member)
+
+    def _attention(self, args, kwargs, out, ins) -> None:
+        """`F.multi_head_attention_forward` (`nn.MultiheadAttention`): its query, key, value, heads and
+        output share one width; everything it touches is pinned with `ATTENTION_REASON`."""
+        seq = [call_arg(args, kwargs, i, n) for i, n in enumerate(("query", "key", "value"))]
+        if any(self.info(t) is not None and self.info(t).cdim != t.ndim - 1 for t in seq):
+            reason = "attention over an axis that is not the channel axis"
+            return self._unknown(args, kwargs, out, ins, reason)
+        packed = self._owner(call_arg(args, kwargs, 5, "in_proj_weight"))
+        owner = packed or self._owner(call_arg(args, kwargs, 18, "q_proj_weight"))
+        site = owner[0] if owner else None
+        query, y = seq[0], out[0]
+        elems = self.info(query).elems if self.info(query) is not None else self.fresh(query.shape[-1])
+        for t in seq:
+            v = self.info(t)
+            if v is not None and packed and len(v.elems) == len(elems):  # in_proj's columns read q, k, v
+                self.union(elems, v.elems)
+            if v is not None:
+                self.pin(v.elems, ATTENTION_REASON, site)
+        self.pin(elems, ATTENTION_REASON, site)
+        if packed:
+            self.bind(Member(packed[0], f"param:{packed[1]}@1"), elems)
+        proj = self._owner(call_arg(args, kwargs, 11, "out_proj_weight"))
+        if proj is not None and y.shape[-1] == len(elems):
+            self.bind(Member(proj[0], "in"), elems)  # the heads: num_heads x head_dim = embed_dim
+            self.bind(Member(proj[0], "out"), elems)
+        self.node(OpKind.ATTENTION, ins, [(y, y.ndim - 1, elems)])
 
     def _place(self, args, kwargs, out, ins, cdim: int | None, reason: str) -> None:
         xv = ins[0]

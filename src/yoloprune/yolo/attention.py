@@ -12,8 +12,10 @@ couple channels, which no op-level trace can see) and the attributes a pruned mo
   widths it reshapes to come from `all_head_dim`, not from its input. A head (its q, k and v
   channels, and their slices of `pe` and `proj`) goes whole; `head_dim` (and the scale it sets)
   is unchanged.
+- `MSDeformAttn` (RT-DETR's decoder cross-attention): value dims, every head alike; its rule and
+  attribute fix live in `deformable.py`.
 
-Both are exact: the masked original zeroes a removed head's or pair's q and k (and v) where `qkv`
+All are exact: the masked original zeroes a removed head's or pair's q and k (and v) where `qkv`
 makes them, and the verify check proves the pruned model computes the same.
 """
 
@@ -23,8 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 from ultralytics.nn.modules import block as B
+from ultralytics.nn.modules.transformer import MSDeformAttn
 
 from yoloprune.graph.adapter import Glue, ModuleRule
+from yoloprune.yolo.deformable import deformable_attention, fix_deformable
 
 
 def _same_in_every_head(glue: Glue, heads: np.ndarray) -> None:
@@ -89,7 +93,11 @@ def area_attention(glue: Glue, m: B.AAttn, x: torch.Tensor) -> torch.Tensor:
     return m.proj(out + m.pe(v))
 
 
-RULES: dict[type[nn.Module], ModuleRule] = {B.Attention: attention, B.AAttn: area_attention}
+RULES: dict[type[nn.Module], ModuleRule] = {
+    B.Attention: attention,
+    B.AAttn: area_attention,
+    MSDeformAttn: deformable_attention,
+}
 
 
 def module_rule(module: nn.Module) -> ModuleRule | None:
@@ -106,3 +114,5 @@ def fix_attention(module: nn.Module) -> None:
     elif type(module) is B.AAttn:
         module.num_heads = module.qkv.conv.out_channels // (3 * module.head_dim)
         module.all_head_dim = module.num_heads * module.head_dim
+    elif type(module) is MSDeformAttn:
+        fix_deformable(module)
