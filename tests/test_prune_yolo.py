@@ -78,11 +78,16 @@ def test_custom_topologies(yaml, tmp_path):
     r.model.train()(torch.zeros(2, 3, 64, 64))
 
 
-def test_attention_coupling_found_by_probe_is_pinned_and_explained():
+def test_attention_in_a_custom_yaml_is_pruned_exactly():
+    """C2PSA's attention reads its width from its input (a coupling no op trace sees): the module
+    rule couples it, so the block prunes, attention included, and passes the checks (the probe's
+    own pin of such a coupling is tested in tests/test_pins_agree.py)."""
     a = analyze(DATA / "csp_mix.yaml")
     (grp,) = a.graph.groups_of("model.8.cv1.conv", "out")
-    assert not grp.prunable
-    assert any("breaks the pruned model" in p.reason for p in grp.pinned_by)
+    assert grp.prunable and any(m.module == "model.8.m.0.attn.proj.conv" for m in grp.members)
+    r = prune(DATA / "csp_mix.yaml", PruneOptions(0.5, blocks=[8]), analysis=a, check_onnx=False)
+    assert all(c.ok for c in r.checks)
+    assert r.widths["model.8.m.0.attn.qkv.conv.out"][1] < r.widths["model.8.m.0.attn.qkv.conv.out"][0]
 
 
 def test_plan_replay_gives_identical_model(v8n, tmp_path):
