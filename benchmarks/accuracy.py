@@ -27,8 +27,14 @@ ONNX Runtime CPU latency (1 thread and all threads, models timed in turn) at 640
 deployment happens. Each finished run is kept in the work folder, so an interrupted benchmark
 continues where it stopped. Results: benchmarks/results/accuracy{,-quick}.{json,md,png}.
 
+`--pair yolo11`: yolo11s pruned to yolo11n's FLOPs, with the same setup and only `large`, `small`,
+`yoloprune` and `yoloprune-l2`: no Torch-Pruning (its YOLOv8 example is written for YOLOv8's C2f and
+does not cover YOLO11's C3k2 and C2PSA blocks) and no masking. Its pruned runs also report each
+attention module's widths, parent -> pruned (qkv's output channels, q/k and v dims per head).
+Results: benchmarks/results/accuracy-yolo11{,-quick}.{json,md,png}.
+
 Run (from the repository root; needs the `bench` extra: pip install torch-pruning==1.6.1):
-    PYTHONPATH=src .venv/bin/python benchmarks/accuracy.py [--quick]
+    PYTHONPATH=src .venv/bin/python benchmarks/accuracy.py [--quick] [--pair yolo11]
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -52,6 +58,8 @@ os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
 import torch
 from _results import RESULTS, write_results
 from _torch_pruning import magnitude_pruner, merge_back, split_free
+from torch import nn
+from ultralytics.nn.modules.block import Attention
 
 from yoloprune import PruneOptions, prune
 from yoloprune.atomic import atomic_write
@@ -116,6 +124,29 @@ VARIANTS = {
 }
 LATENCY_IMGSZ = 640
 ROUND_TO = resolve_round_to("auto")  # yoloprune's widths: multiples of this CPU's channel block
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A larger model pruned to a smaller one's FLOPs: its setups and which runs it makes."""
+
+    full: Setup
+    quick: Setup
+    variants: tuple[str, ...]  # yoloprune's runs (keys of VARIANTS)
+    rivals: bool  # Torch-Pruning and masking as well
+
+
+YOLO11 = {"large": "yolo11s.yaml", "small": "yolo11n.yaml"}
+PAIRS = {
+    "yolov8": Pair(FULL, QUICK, tuple(VARIANTS), rivals=True),
+    "yolo11": Pair(
+        replace(FULL, **YOLO11), replace(QUICK, **YOLO11), ("yoloprune", "yoloprune-l2"), rivals=False
+    ),
+}
+NO_TORCH_PRUNING = (
+    "No Torch-Pruning run for this pair: its YOLOv8 example is written for YOLOv8's C2f and does not "
+    "cover YOLO11's C3k2 and C2PSA (attention) blocks."
+)
 
 
 def train_args(s: Setup) -> dict:
@@ -246,8 +277,25 @@ def flops_of(checkpoint: str | Path, imgsz: int) -> int:
     return count_flops(load_model(checkpoint).model, (torch.zeros(1, 3, imgsz, imgsz),))
 
 
-def measure(s: Setup, work: Path) -> dict:
-    """Train, prune and fine-tune every run (or read the finished ones back), then time them all."""
+def attention_widths(parent: nn.Module, pruned: nn.Module) -> dict[str, dict[str, list[int]]]:
+    """Each YOLO11 `Attention` module's widths, [parent, pruned], by module path: qkv's output channels,
+    heads, q/k dims per head (`key_dim`) and v dims per head (`head_dim`). Empty without attention."""
+    after = dict(pruned.named_modules())
+    widths = {}
+    for name, m in parent.named_modules():
+        if type(m) is Attention:
+            both = (m, after[name])
+            widths[name] = {
+                "qkv": [a.qkv.conv.out_channels for a in both],
+                "heads": [a.num_heads for a in both],
+                "key_dim": [a.key_dim for a in both],
+                "head_dim": [a.head_dim for a in both],
+            }
+    return widths
+
+
+def measure(s: Setup, work: Path, pair: Pair) -> dict:
+    """Train, prune and fine-tune every run of `pair` (or read the finished ones back), then time them."""
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "digits").exists():
         make_digits(work / "digits", images=s.images, imgsz=s.imgsz, seed=0)
@@ -256,7 +304,7 @@ def measure(s: Setup, work: Path) -> dict:
     runs: dict[str, dict] = {}
 
     def arm(name: str, what: str, epochs: int, make: Callable[[Path], Path | tuple[Path, dict]]) -> None:
-        print(f"[{len(runs) + 1}/{4 + len(VARIANTS)}] {name}: {what}", flush=True)
+        print(f"[{len(runs) + 1}/{2 + len(pair.variants) + 2 * pair.rivals}] {name}: {what}", flush=True)
 
         def record() -> dict:
             made = make(work / name)
@@ -275,21 +323,26 @@ def measure(s: Setup, work: Path) -> dict:
     )
     parent = Path(runs["large"]["checkpoint"])
     target = flops_of(runs["small"]["checkpoint"], s.imgsz) / flops_of(parent, s.imgsz)
-    for variant, v in VARIANTS.items():
-        what = f"{v.setting(s.steps)}: to {target:.3f} of the FLOPs, {f} epochs"
+    for variant in pair.variants:
+        what = f"{VARIANTS[variant].setting(s.steps)}: to {target:.3f} of the FLOPs, {f} epochs"
         what += f", widths in multiples of {ROUND_TO}"
         arm(variant, what, e + f, lambda out, v=variant: run_yoloprune(parent, data, target, out, s, v))
     history = json.loads((work / "yoloprune" / "run" / "history.json").read_text())
-    goals = [row["flops"] for row in history["steps"] if row["kind"] == "prune"]
-    what = f"the same steps' FLOPs with Torch-Pruning {version('torch-pruning')}"
-    arm("torch-pruning", what, e + f, lambda out: run_torch_pruning(parent, data, goals, out, s))
-    what = "the parent with a one-shot plan's channels zeroed (no fine-tuning)"
-    arm("masked", what, e, lambda out: run_masked(parent, data, target, out, s))
+    if pair.rivals:
+        goals = [row["flops"] for row in history["steps"] if row["kind"] == "prune"]
+        what = f"the same steps' FLOPs with Torch-Pruning {version('torch-pruning')}"
+        arm("torch-pruning", what, e + f, lambda out: run_torch_pruning(parent, data, goals, out, s))
+        what = "the parent with a one-shot plan's channels zeroed (no fine-tuning)"
+        arm("masked", what, e, lambda out: run_masked(parent, data, target, out, s))
 
     print("validating every run, then timing them in ONNX Runtime", flush=True)
     start = time.perf_counter()
     for r in runs.values():
         r["accuracy"] = asdict(evaluate(r["checkpoint"], data, imgsz=s.imgsz))
+    parent_model = load_model(parent).model
+    for variant in pair.variants:
+        if widths := attention_widths(parent_model, load_model(runs[variant]["checkpoint"]).model):
+            runs[variant]["attention"] = widths
     checkpoints = [r["checkpoint"] for r in runs.values()]
     b = bench(checkpoints, imgsz=LATENCY_IMGSZ, runs=s.runs, warmup=3, tensorrt=False)
     for r, row in zip(runs.values(), b.rows, strict=True):
@@ -352,8 +405,7 @@ def markdown(doc: dict, command: str) -> str:
             f"{s['finetune'] // s['steps']} after each of {s['steps']} steps; yoloprune's widths in "
             f"multiples of {doc['round_to']}). Every run: optimizer AdamW, lr0 0.002. Params, FLOPs and "
             "latency at 640x640. " + doc["bench"]["summary"],
-            f"Torch-Pruning {doc['torch_pruning']}'s uniform ratio in each step: "
-            f"{runs['torch-pruning']['ratios']}.",
+            *notes(doc),
             f"Total {doc['seconds'] / 60:.1f} min on {os.cpu_count()} CPUs (every run's own time, measured "
             f"when it ran, and the final validation and timing). Command: `{command}`.",
             "",
@@ -361,11 +413,38 @@ def markdown(doc: dict, command: str) -> str:
     )
 
 
+def notes(doc: dict) -> list[str]:
+    """Lines on the rival runs (Torch-Pruning's ratios, or why there are none), the attention widths
+    the pruned runs kept, and a busy machine while timing."""
+    runs, cpus = doc["runs"], doc["bench"]["cpus"]
+    if "torch-pruning" in runs:
+        ratios = runs["torch-pruning"]["ratios"]
+        lines = [f"Torch-Pruning {doc['torch_pruning']}'s uniform ratio in each step: {ratios}."]
+    else:
+        lines = [NO_TORCH_PRUNING]
+    for name, r in runs.items():
+        for module, widths in r.get("attention", {}).items():
+            w = {key: f"{before} -> {after}" for key, (before, after) in widths.items()}
+            lines.append(
+                f"Attention pruned by {name}, {module} (parent -> pruned): qkv {w['qkv']} output channels, "
+                f"q/k dims per head {w['key_dim']}, v dims per head {w['head_dim']}, heads {w['heads']}."
+            )
+    load = max(doc["bench"]["load_average"])
+    if load >= cpus / 2:
+        lines.append(
+            f"The machine was shared while timing (load average up to {load:.2f} on {cpus} CPUs): the "
+            "latency columns are noisy; FLOPs are the stable measure of cost."
+        )
+    return lines
+
+
 def goals(doc: dict) -> list[str]:
-    """The benchmark's two goals, each met or not, with the numbers."""
+    """The benchmark's goals for the runs present (each pruned run against the small model and
+    Torch-Pruning), each met or not, with the numbers."""
     runs = doc["runs"]
     out = []
-    for variant, rival in itertools.product(VARIANTS, ("small", "torch-pruning")):
+    variants = [n for n in VARIANTS if n in runs]
+    for variant, rival in itertools.product(variants, [n for n in ("small", "torch-pruning") if n in runs]):
         yp, r = runs[variant], runs[rival]
         ours, theirs = yp["accuracy"]["map50_95"], r["accuracy"]["map50_95"]
         verdict = "beats" if ours > theirs else "does not beat (goal not met)"
@@ -421,17 +500,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a small setup that finishes in about 10 minutes")
     ap.add_argument(
-        "--work", type=Path, help="folder for datasets and runs (benchmarks/work/accuracy[-quick])"
+        "--pair", choices=PAIRS, default="yolov8", help="yolov8s -> yolov8n (default) or yolo11s -> yolo11n"
+    )
+    ap.add_argument(
+        "--work", type=Path, help="folder for datasets and runs (benchmarks/work/accuracy[-quick][-yolo11])"
     )
     ap.add_argument("--fresh", action="store_true", help="delete the work folder first instead of continuing")
     args = ap.parse_args()
-    name = "accuracy-quick" if args.quick else "accuracy"
+    pair = PAIRS[args.pair]
+    other = args.pair != "yolov8"
+    flags = f" --pair {args.pair}" * other + " --quick" * args.quick
+    name = "accuracy" + f"-{args.pair}" * other + "-quick" * args.quick
     work = (args.work or WORK / name).resolve()
     if args.fresh:
         shutil.rmtree(work, ignore_errors=True)
-    doc = measure(QUICK if args.quick else FULL, work)
-    doc.update(quick=args.quick, torch_pruning=version("torch-pruning"), round_to=ROUND_TO)
-    command = "PYTHONPATH=src .venv/bin/python benchmarks/accuracy.py" + (" --quick" if args.quick else "")
+    doc = measure(pair.quick if args.quick else pair.full, work, pair)
+    doc["quick"] = args.quick
+    if pair.rivals:
+        doc["torch_pruning"] = version("torch-pruning")
+    doc["round_to"] = ROUND_TO
+    command = "PYTHONPATH=src .venv/bin/python benchmarks/accuracy.py" + flags
     text = markdown(doc, command)
     write_results(name, doc, text)
     plot(doc, RESULTS / f"{name}.png")

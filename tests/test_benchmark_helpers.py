@@ -12,6 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
 from _torch_pruning import SplitFreeC2f, merge_back, split_free
+from accuracy import attention_widths
+from ultralytics.nn.modules.block import Attention
 
 from yoloprune.yolo.io import load_model
 
@@ -42,3 +44,15 @@ def test_merge_back_refuses_halves_of_different_widths(yolov8n):
     with pytest.raises(RuntimeError, match="halves of cv1"):
         merge_back(rewritten)
     assert rewritten.model[block.i] is block  # left as it was, not half merged
+
+
+def test_attention_widths_reads_each_attention_module_before_and_after(yolov8n):
+    parent = load_model("yolo11n.yaml").model
+    narrower = copy.deepcopy(parent)
+    block = narrower.model[10].m[0]  # C2PSA's PSABlock, 128 channels
+    block.attn = Attention(64, num_heads=2, attn_ratio=0.25)  # as if half its channels were pruned
+    widths = attention_widths(parent, narrower)
+    assert widths == {
+        "model.10.m.0.attn": {"qkv": [256, 96], "heads": [2, 2], "key_dim": [32, 8], "head_dim": [64, 32]}
+    }
+    assert attention_widths(yolov8n, yolov8n) == {}  # no attention: nothing reported
