@@ -21,7 +21,7 @@ from ultralytics.utils.dist import ddp_cleanup, generate_ddp_file
 from ultralytics.utils.patches import torch_load
 
 from yoloprune.cli import main
-from yoloprune.errors import YoloPruneError
+from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.pruning.count import count_params
 from yoloprune.pruning.options import PruneOptions
 from yoloprune.workflows.distill import Distillation, head_distillation
@@ -155,6 +155,14 @@ def test_pruned_segment_and_pose_models_transfer_to_other_classes(setup, tmp_pat
         "model.22.cv3.2.2; every other weight and width kept"
     ]
     _transferred(ft.best, result.model, tmp_path)
+
+
+def test_a_pose_dataset_with_other_keypoints_is_refused_before_training(setup, tmp_path) -> None:
+    data = relabelled(setup["data"], tmp_path / "five", "pose", keypoints=5)
+    pruned = prune("yolov8n-pose.yaml", PruneOptions(0.5), check_onnx=False).save(tmp_path / "pose.pt")
+    with pytest.raises(OptionError, match=r"has kpt_shape \[5, 3\], but the model predicts \[17, 3\]"):
+        finetune(pruned, data, 1, project=str(tmp_path), name="ft", **TRAIN)
+    assert not (tmp_path / "ft").exists()
 
 
 def _head(b: int, nc: int, reg_max: int, anchors: int, seed: int) -> dict[str, torch.Tensor]:

@@ -27,10 +27,11 @@ def train_baseline(folder: Path) -> tuple[Path, Path]:
     return folder / "baseline" / "weights" / "best.pt", data
 
 
-def relabelled(data: Path, out: Path, task: str = "detect", classes: int = 3) -> Path:
+def relabelled(data: Path, out: Path, task: str = "detect", classes: int = 3, keypoints: int = 17) -> Path:
     """A copy of the digits dataset `data` in `out` with `classes` classes (digit % classes, named
-    "c0", "c1", ...), labelled for `task`: boxes; for segment, each box as a polygon; for pose, 17
-    keypoints (COCO's count, what the pose YAMLs predict) along its diagonal. Returns its YAML."""
+    "c0", "c1", ...), labelled for `task`: boxes; for segment, each box as a polygon; for pose,
+    `keypoints` keypoints (17 by default: COCO's count, what the pose YAMLs predict) along its
+    diagonal. Returns its YAML."""
     shutil.copytree(data.parent / "images", out / "images")
     for label in (data.parent / "labels").rglob("*.txt"):
         rows = []
@@ -42,12 +43,12 @@ def relabelled(data: Path, out: Path, task: str = "detect", classes: int = 3) ->
                 rows.append(f"{int(digit) % classes} {x1} {y1} {x2} {y1} {x2} {y2} {x1} {y2}")
                 continue
             if task == "pose":
-                extra = [f"{x1 + w * k / 16} {y1 + h * k / 16} 2" for k in range(17)]
+                extra = [f"{x1 + w * k / 16} {y1 + h * k / 16} 2" for k in range(keypoints)]
             rows.append(" ".join([str(int(digit) % classes), str(cx), str(cy), str(w), str(h), *extra]))
         target = out / "labels" / label.relative_to(data.parent / "labels")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("\n".join(rows) + "\n")
     names = "".join(f"  {k}: c{k}\n" for k in range(classes))
-    kpt = "kpt_shape: [17, 3]\n" if task == "pose" else ""
+    kpt = f"kpt_shape: [{keypoints}, 3]\n" if task == "pose" else ""
     (out / "data.yaml").write_text(f"path: {out}\ntrain: images/train\nval: images/val\n{kpt}names:\n{names}")
     return out / "data.yaml"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from torch import nn
 from ultralytics.cfg import get_cfg, parse_key_value_pair
 from ultralytics.utils import DEFAULT_CFG, callbacks
@@ -55,7 +56,10 @@ def conv_widths(model: nn.Module) -> dict[str, int]:
 def check_data(data: str | os.PathLike[str], task: str, model: nn.Module) -> dict[int, str]:
     """Refuse a dataset YAML whose train or val split is missing or unlabelled, or whose class count
     differs from the model's when its head cannot be given another (`transfer.class_outputs`); return
-    the dataset's class names ({index: name})."""
+    the dataset's class names ({index: name}). A pose dataset must have the model's keypoints: a pruned
+    model keeps its keypoint outputs (Ultralytics would rebuild them from the YAML, losing every width)."""
+    if task == "pose":
+        check_keypoints(data, model)
     for split in ("train", "val"):
         dataset = yolo_dataset(data, task, 64, 1, split)
     names = {int(k): str(v) for k, v in dataset.data["names"].items()}
@@ -65,6 +69,19 @@ def check_data(data: str | os.PathLike[str], task: str, model: nn.Module) -> dic
         except YoloPruneError as e:
             raise OptionError(f"`data={str(data)!r}` has {len(names)} classes, but {e}") from e
     return names
+
+
+def check_keypoints(data: str | os.PathLike[str], model: nn.Module) -> None:
+    """Refuse a pose dataset whose `kpt_shape` is not the model's, before any label is read."""
+    want = tuple(model.model[-1].kpt_shape)
+    doc = yaml.safe_load(Path(data).read_text(encoding="utf-8")) if Path(data).is_file() else None
+    have = doc.get("kpt_shape") if isinstance(doc, dict) else None
+    if have is not None and tuple(have) != want:
+        raise OptionError(
+            f"`data={str(data)!r}` has kpt_shape {list(have)}, but the model predicts {list(want)} "
+            "(keypoints x values). A pruned model keeps its keypoint outputs: prune a model trained for "
+            f"{have[0]} keypoints, or label the dataset with {want[0]}."
+        )
 
 
 def training_args(
