@@ -124,6 +124,14 @@ class PruneOptions:
     )
     layers: tuple[str, ...] | None = option(None, help="layer paths, e.g. model.2.cv1.conv", metavar="PATH")
     exclude: tuple[str, ...] = option((), help="layers never to prune", metavar="PATH")
+    depth: float = option(
+        0.0,
+        help="fraction of the removable repeated blocks (C2f/C3k2/C3 bottlenecks, ...) to remove whole, "
+        "those that change their input least, before channels; 0: channels only",
+        within="[0, 1]",
+        why="it is the fraction of the removable blocks to remove, e.g. 0.5",
+        metavar="F",
+    )
     calib_images: int = option(
         64, help="calibration images for taylor and act-*", within="[1, inf)", metavar="N"
     )

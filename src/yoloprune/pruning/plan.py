@@ -5,6 +5,8 @@ Internally a plan is a set of removed class roots of one `ChannelGraph`. On disk
 keyed by `named_modules()` paths: for every conv/linear whose output channels change,
 `{"keep_out": [sorted kept indices], "out_before": N}` under `"convs"`. Loading a plan resolves
 those lists back to classes and refuses a plan that splits a coupled group or names unknown layers.
+A plan that also removes whole blocks lists them under `"removed_blocks"` (paths in the original);
+its convs then name the layers of the shallower model (see `yoloprune.pruning.depth`).
 """
 
 from __future__ import annotations
@@ -72,6 +74,21 @@ def plan_options(text: str, where: str = "plan") -> PruneOptions:
             f"{where}'s options have the wrong type or value ({e}), so yoloprune did not write it or it was "
             "edited; replay only plans that yoloprune wrote."
         ) from e
+
+
+def plan_removed_blocks(text: str, where: str = "plan") -> tuple[str, ...]:
+    """The whole blocks a plan's JSON removes before its channels (`removed_blocks`: module paths of
+    the original model); empty for a plan without them or text that is no JSON (`load_plan` says
+    what is wrong with it)."""
+    try:
+        paths = json.loads(text).get("removed_blocks", [])
+    except (ValueError, AttributeError):
+        return ()
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise YoloPruneError(
+            f"{where}'s removed_blocks must be a list of module paths; replay only plans yoloprune wrote."
+        )
+    return tuple(paths)
 
 
 def fingerprint(graph: ChannelGraph) -> str:

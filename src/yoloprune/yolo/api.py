@@ -13,7 +13,7 @@ import copy
 import difflib
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -43,6 +43,7 @@ from yoloprune.yolo import adapter
 from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.calibrate import evidence_for
 from yoloprune.yolo.check import Check, Checked, ChecksFailed, export_checks
+from yoloprune.yolo.depth import DepthStep, depth_request, take_out, whole_budget, width_options
 from yoloprune.yolo.io import check_checkpoint_name, load_model, save_checkpoint
 from yoloprune.yolo.safe import save_safe
 
@@ -59,6 +60,7 @@ class Analysis:
     source: str
     task: str
     ckpt: dict | None = None
+    exclude: tuple[str, ...] = ()  # the layers `analyze` was told to leave as they are
 
     def group(self, group_id: int) -> Group:
         return self.graph.groups[group_id]
@@ -139,7 +141,7 @@ def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = Tr
         inputs = ULTRALYTICS.example_inputs(model, seed=0)
         with excited(model, _excitation_batch(model, 0)):  # BatchNorms restored afterwards
             graph = probe(model, graph, inputs, ULTRALYTICS)
-    return Analysis(model, graph, loaded.source, loaded.task, loaded.ckpt)
+    return Analysis(model, graph, loaded.source, loaded.task, loaded.ckpt, exclude)
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class PruneResult(Checked):
     flops: tuple[int, int]
     imgsz: int
     checks: tuple[Check, ...]  # `ok`: all passed, so `save` writes; `failed`: those that did not
+    depth: DepthStep | None = None  # whole blocks removed first: `original` is then the shallower model
 
     @property
     def scope(self) -> tuple[str, ...] | None:
@@ -166,7 +169,8 @@ class PruneResult(Checked):
         return scope_of(self.original, self.options.blocks, self.options.layers)
 
     def plan_json(self) -> str:
-        return self.plan.to_json(self.analysis.source, self.options)
+        extra = {"removed_blocks": list(self.depth.paths)} if self.depth else {}
+        return self.plan.to_json(self.analysis.source, self.options, **extra)
 
     def save(self, path: PathLike, format: str = "pt", *, plan: PathLike | None = None) -> Path:
         """Write the pruned model, and with `plan` its plan (JSON), only if every check passed.
@@ -306,6 +310,13 @@ def prune(
     a = analysis or analyze(source, exclude=options.exclude)
     imgsz = imgsz_of(a)
     size_in = (ULTRALYTICS.example_inputs(a.model, seed=None)[0].new_zeros(1, 3, imgsz, imgsz),)
+    asked, depth = options, None
+    removed_blocks = depth_request(a.model, options, scope_of(a.model, options.blocks, options.layers), plan)
+    if removed_blocks:  # whole blocks first, proved; then channels of the shallower model
+        depth = take_out(a.model, removed_blocks, options.seed)
+        options = width_options(options, depth, size_in)
+        shallower = analyze(depth.model, exclude=options.exclude)
+        a = replace(shallower, source=a.source, task=a.task, ckpt=a.ckpt)
     if plan is not None:
         chosen = load_plan(a.graph, a.model, plan)
     else:
@@ -327,15 +338,20 @@ def prune(
         with excited(original, _excitation_batch(original, options.seed), options.seed):
             _, _, structural = prune_and_compare(original, a.graph, chosen.removed, inputs, ULTRALYTICS)
     checks = (
+        *(depth.checks if depth else ()),
         _equivalence_check("equivalence", equivalence, "on its own weights"),
         _equivalence_check("structural", structural, "on signal-carrying weights"),
         *export_checks(pruned, original, onnx=check_onnx),
     )
-    params = (count_params(original), count_params(pruned))
-    flops = (count_flops(original, size_in), count_flops(pruned, size_in))
+    first = depth.original if depth else original
+    params = (count_params(first), count_params(pruned))
+    flops = (count_flops(first, size_in), count_flops(pruned, size_in))
+    if depth:
+        chosen = replace(chosen, budget=whole_budget(chosen.budget, depth, size_in))
     return PruneResult(
-        pruned, original, a, chosen, options, equivalence, structural, widths, params, flops, imgsz, checks
-    )
+        pruned, original, a, chosen, asked, equivalence, structural, widths, params, flops, imgsz, checks,
+        depth,
+    )  # fmt: skip
 
 
 def _equivalence_check(name: str, eq: Equivalence, where: str) -> Check:
@@ -385,6 +401,11 @@ def verify(original: object, pruned: object, plan: str, *, check_onnx: bool = Tr
         True
     """
     a = analyze(original, run_probe=False)
+    depth = None
+    removed_blocks = depth_request(a.model, plan_options(plan), None, plan)
+    if removed_blocks:  # the plan's blocks out of the original, proved; its convs are the shallower model's
+        depth = take_out(a.model, removed_blocks)
+        a = analyze(depth.model, run_probe=False)
     chosen = load_plan(a.graph, a.model, plan)
     model = load_model(pruned).model
     inputs = ULTRALYTICS.example_inputs(a.model, seed=0)
@@ -403,6 +424,7 @@ def verify(original: object, pruned: object, plan: str, *, check_onnx: bool = Tr
     widths = _where(differs, same_shapes, "every layer has the width the plan gives")
     weights = _where(differs, same_weights, "the original's weights, sliced by the plan (not fine-tuned)")
     checks = (
+        *(depth.checks if depth else ()),
         Check("shapes", same_shapes, detail=widths),
         Check("weights", same_weights, detail=weights),
         Check(

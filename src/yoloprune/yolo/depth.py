@@ -1,0 +1,465 @@
+"""Depth for Ultralytics models: which modules hold repeated blocks, where their outputs go, which
+blocks can go and why the others cannot, how importance is measured, and how the model YAML records
+the new counts. Removing and proving is the engine's (`yoloprune.pruning.depth`).
+
+A module's repeated blocks are those its YAML row counts (`n`): C2f and its subclasses (C3k2,
+C2fPSA, C2fCIB), C2fAttn and A2C2f keep them in an `nn.ModuleList` whose every output a conv reads
+concatenated (`y.extend(m(y[-1]) for m in self.m)`, then `cv2(torch.cat(y, 1))`), HGBlock likewise
+(`sc`); C3 and its subclasses (C3x, C3Ghost, RepCSP), RepC3, C1, C2, BottleneckCSP and C2PSA in an
+`nn.Sequential` whose last output alone is used; RepNCSPELAN4 in its two RepCSPs, which share one
+count (so they lose a block each, together); ResNetLayer in `layer`. A block that changes its
+input's shape (the first of an HGBlock or a ResNetLayer, mostly) is not removable.
+A block of a list whose count is fixed by Ultralytics' code (the two bottlenecks of a C3k inside
+C3k2 or A2C2f, A2C2f's pair of ABlocks) is not removable: no model YAML could record it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from ultralytics.nn.modules import block as B
+
+from yoloprune.errors import OptionError, YoloPruneError
+from yoloprune.graph.groups import covers
+from yoloprune.pruning.allocate import Budget
+from yoloprune.pruning.count import count_flops, count_params, flops_by_module
+from yoloprune.pruning.depth import Block, Concat, Passage, observe, remove_and_compare, renamed
+from yoloprune.pruning.options import Metric, PruneOptions
+from yoloprune.pruning.plan import plan_removed_blocks
+from yoloprune.pruning.verify import Equivalence, excited
+from yoloprune.yolo import adapter
+from yoloprune.yolo.adapter import ULTRALYTICS
+from yoloprune.yolo.check import Check
+
+
+@dataclass(frozen=True)
+class Chain:
+    """How an Ultralytics module keeps its repeated blocks: the `lists` (attribute paths) that lose
+    an entry together; the `consumer` conv that reads every entry concatenated (None: only the last
+    output is used), after the chain's input and before the output of `suffix` (C2fAttn's attention);
+    where its YAML row records the count (`arg`: that index of the row's arguments, as is; None: the
+    row's repeats, scaled by the depth multiple)."""
+
+    lists: tuple[str, ...] = ("m",)
+    consumer: str | None = None
+    suffix: str | None = None
+    arg: int | None = None
+
+
+# Looked up in order with isinstance, so a subclass with other rules comes before its base.
+CHAINS: tuple[tuple[type[nn.Module], Chain | None], ...] = (
+    (B.C2fAttn, Chain(consumer="cv2.conv", suffix="attn")),
+    (B.C2f, Chain(consumer="cv2.conv")),  # C3k2, C2fPSA, C2fCIB
+    (B.A2C2f, Chain(consumer="cv2.conv")),
+    (B.HGBlock, Chain(consumer="sc.conv")),
+    (B.C3TR, None),  # its `m` is one TransformerBlock, not a list of blocks
+    (B.C3, Chain()),  # C3x, C3Ghost, C3k, RepCSP
+    (B.RepC3, Chain()),
+    (B.C2, Chain()),
+    (B.C1, Chain()),
+    (B.BottleneckCSP, Chain()),
+    (B.C2PSA, Chain()),
+    (B.ELAN1, None),  # no repeated blocks
+    (B.RepNCSPELAN4, Chain(lists=("cv2.0.m", "cv3.0.m"), arg=3)),
+    (B.ResNetLayer, Chain(lists=("layer",), arg=4)),
+)
+
+
+def chain_of(module: nn.Module) -> Chain | None:
+    """The `Chain` of an Ultralytics module; None for a module without repeated blocks."""
+    for cls, chain in CHAINS:
+        if isinstance(module, cls):
+            if isinstance(module, B.ResNetLayer) and module.is_first:
+                return None
+            return chain
+    return None
+
+
+@dataclass(frozen=True)
+class Repeated:
+    """One repeated block (or, for RepNCSPELAN4, the two that share a count) of block `owner`
+    (`model.model[owner]`): removable when `reason` is empty, else why not. `change` is how much it
+    changes its input (`Passage.change`; its importance: the least changing goes first), `flops` its
+    share of the model's FLOPs."""
+
+    blocks: tuple[Block, ...]
+    owner: int
+    kind: str
+    change: float
+    flops: float
+    reason: str = ""
+
+    @property
+    def path(self) -> str:
+        return self.blocks[0].path
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(b.path for b in self.blocks)
+
+    @property
+    def removable(self) -> bool:
+        return not self.reason
+
+
+def _kind(entry: nn.Module, owner: nn.Module) -> str:
+    inner = (
+        "+".join(type(m).__name__ for m in entry)
+        if isinstance(entry, nn.Sequential)
+        else type(entry).__name__
+    )
+    return f"{inner} in {type(owner).__name__}"
+
+
+def _entries(model: nn.Module) -> list[tuple[str, nn.Module, Chain, bool]]:
+    """(path, module, chain, top-level) of every module with repeated blocks; a top-level one is a
+    model block (`model.I`), whose YAML row counts them. RepNCSPELAN4's RepCSPs are its own."""
+    found, owned = [], set()
+    for path, module in model.named_modules():
+        chain = chain_of(module)
+        if chain is None or path in owned:
+            continue
+        if isinstance(module, B.RepNCSPELAN4):
+            owned.update(f"{path}.{name.rpartition('.')[0]}" for name in chain.lists)
+        found.append((path, module, chain, path.count(".") == 1 and path.startswith("model.")))
+    return found
+
+
+def repeated_blocks(
+    model: nn.Module,
+    exclude: Iterable[str] = (),
+    batches: Iterable[tuple[torch.Tensor, ...]] | None = None,
+) -> list[Repeated]:
+    """Every repeated block of `model`, removable or not, with its importance measured on `batches`
+    (input tuples; default: two random images at the example size) and its share of the FLOPs at
+    the example size.
+
+    Example:
+        >>> from yoloprune.yolo.io import load_model
+        >>> found = repeated_blocks(load_model("yolov8n.yaml").model)
+        >>> [(r.path, r.kind) for r in found if r.removable][:2]
+        [('model.2.m.0', 'Bottleneck in C2f'), ('model.4.m.0', 'Bottleneck in C2f')]
+    """
+    exclude = tuple(exclude)
+    entries = _entries(model)
+    lists = {
+        f"{path}.{name}": module.get_submodule(name)
+        for path, module, chain, _ in entries
+        for name in chain.lists
+    }
+    paths = [f"{p}.{k}" for p, container in lists.items() for k in range(len(container))]
+    suffixes = [f"{p}.{c.suffix}" for p, _, c, _ in entries if c.suffix]
+    example = ULTRALYTICS.example_inputs(model, batch=2, seed=0)
+    seen = observe(model, paths + suffixes, batches if batches is not None else [example])
+    flops = flops_by_module(model, ULTRALYTICS.example_inputs(model))
+    total = max(flops[""], 1)
+    found = []
+    for path, module, chain, top in entries:
+        containers = [f"{path}.{name}" for name in chain.lists]
+        n = len(lists[containers[0]])
+        concat = _concats(model, path, module, chain, seen) if chain.consumer else {}
+        for k in range(n):
+            blocks = tuple(Block(f"{c}.{k}", concat.get(f"{c}.{k}")) for c in containers)
+            passages = [seen[b.path] for b in blocks]
+            found.append(
+                Repeated(
+                    blocks,
+                    int(path.split(".")[1]) if path.startswith("model.") else -1,
+                    _kind(lists[containers[0]][k], module),
+                    max(p.change for p in passages),
+                    sum(flops.get(b.path, 0) for b in blocks) / total,
+                    _why_not(model, path, module, chain, top, k, passages, blocks, exclude),
+                )
+            )
+    return found
+
+
+def _concats(
+    model: nn.Module, path: str, module: nn.Module, chain: Chain, seen: dict[str, Passage]
+) -> dict[str, Concat]:
+    """Where the consumer of a concatenating chain reads each block and the block's input, from the
+    widths the blocks showed (entries: the chain's input pieces, the blocks' outputs, the suffix)."""
+    container = f"{path}.{chain.lists[0]}"
+    passages = [seen[f"{container}.{k}"] for k in range(len(module.get_submodule(chain.lists[0])))]
+    suffix = seen.get(f"{path}.{chain.suffix}") if chain.suffix else None
+    if any(p.shape_out is None for p in passages) or (suffix is not None and suffix.shape_out is None):
+        return {}
+    consumer = f"{path}.{chain.consumer}"
+    widths = [p.shape_out[0] for p in passages]
+    start = model.get_submodule(consumer).in_channels - sum(widths) - (suffix.shape_out[0] if suffix else 0)
+    found, into = {}, None
+    for k, (p, width) in enumerate(zip(passages, widths, strict=True)):
+        out = (start, start + width)
+        if into is None and p.shape_in is not None:
+            into = (start - p.shape_in[0], start)
+        if into is not None and into[1] - into[0] == width:
+            found[f"{container}.{k}"] = Concat(consumer, out, into)
+        into, start = out, start + width
+    return found
+
+
+def _why_not(
+    model: nn.Module,
+    path: str,
+    module: nn.Module,
+    chain: Chain,
+    top: bool,
+    k: int,
+    passages: Sequence[Passage],
+    blocks: Sequence[Block],
+    exclude: tuple[str, ...],
+) -> str:
+    """Why block `k` of `module` cannot be removed; "" when it can."""
+    name = type(module).__name__
+    if not top:
+        return (
+            f"{name} inside {path.rpartition('.')[0]} is built with a fixed number of blocks by "
+            "Ultralytics' code, not by the model YAML, so no YAML could record fewer"
+        )
+    for p in passages:
+        if p.shape_in is None:
+            return (
+                "the forward pass does not run it exactly once on a tensor, so it is not a block of a chain"
+            )
+        if not p.keeps_shape:
+            return f"it changes the shape ({p.shape_in} -> {p.shape_out}), so no identity can stand in for it"
+    if chain.consumer and any(b.concat is None for b in blocks):
+        return f"its slice of {path}.{chain.consumer}'s input could not be located"
+    for b in blocks:
+        for p in exclude:
+            if covers(b.path, p) or covers(p, b.path):
+                return f"it holds excluded layer {p}"
+    return ""
+
+
+def model_level_repeats(model: nn.Module) -> list[tuple[str, str]]:
+    """(path, why not removable) of every layer Ultralytics repeats at the model level: a YAML row
+    with n > 1 for a module that takes no count, built as an `nn.Sequential` block."""
+    return [
+        (
+            adapter.block_path(i),
+            f"Ultralytics repeats {type(b[0]).__name__} {len(b)} times as block {i} itself (an "
+            "nn.Sequential); yoloprune removes blocks from a module's own list only",
+        )
+        for i, b in enumerate(adapter.blocks(model))
+        if isinstance(b, nn.Sequential) and len(b) > 1
+    ]
+
+
+def choose_blocks(found: Sequence[Repeated], fraction: float, scope: Iterable[str] | None) -> list[Repeated]:
+    """The `fraction` (rounded) of the removable blocks under `scope` (module paths; None: all) that
+    change their input least."""
+    prefixes = None if scope is None else tuple(scope)
+    pool = [
+        r for r in found if r.removable and (prefixes is None or any(covers(p, r.path) for p in prefixes))
+    ]
+    pool.sort(key=lambda r: r.change)  # stable: equal changes keep the model's order
+    return pool[: round(fraction * len(pool))]
+
+
+def blocks_named(found: Sequence[Repeated], paths: Iterable[str], where: str = "plan") -> list[Repeated]:
+    """The removable blocks at `paths` (a plan's `removed_blocks`), refusing any other path and any
+    block listed without the blocks it goes with."""
+    paths = list(paths)
+    by_path = {p: r for r in found for p in r.paths}
+    chosen: dict[str, Repeated] = {}
+    for p in paths:
+        r = by_path.get(p)
+        if r is None:
+            removable = ", ".join(r.path for r in found if r.removable) or "none"
+            raise YoloPruneError(
+                f"{where} removes block {p!r}, which is not a repeated block of this model (removable: "
+                f"{removable}); replay a plan on the model it was made for."
+            )
+        if not r.removable:
+            raise YoloPruneError(f"{where} removes block {p!r}, which cannot be removed: {r.reason}.")
+        chosen[r.path] = r
+    missing = [p for r in chosen.values() for p in r.paths if p not in paths]
+    if missing:
+        raise YoloPruneError(
+            f"{where} removes {', '.join(p for r in chosen.values() for p in r.paths if p in paths)} "
+            f"without {', '.join(missing)}, which shares its count; replay only plans that yoloprune wrote."
+        )
+    return list(chosen.values())
+
+
+def built_count(n: float, depth: float) -> int:
+    """How many blocks Ultralytics' `parse_model` builds for a YAML row's repeats `n`."""
+    return max(round(n * depth), 1) if n > 1 else n
+
+
+def yaml_repeats(count: int, depth: float) -> float:
+    """The smallest YAML repeats that `parse_model` builds as `count` blocks at depth multiple `depth`:
+    a whole number where one does, else `count / depth` (a depth multiple above 1 skips some counts).
+
+    Example:
+        >>> yaml_repeats(1, 0.33), yaml_repeats(2, 0.33), yaml_repeats(0, 0.5), yaml_repeats(2, 1.33)
+        (1, 5, 0, 1.503759)
+    """
+    for n in range(count + math.ceil(count / max(depth, 1e-9)) + 2):
+        if built_count(n, depth) == count:
+            return n
+    n = round(count / depth, 6)
+    if built_count(n, depth) != count:
+        raise YoloPruneError(f"no YAML repeats give {count} blocks at depth multiple {depth}")
+    return n
+
+
+def _depth_multiple(doc: dict) -> float:
+    scales = doc.get("scales")
+    if scales:
+        scale = doc.get("scale") or next(iter(scales))
+        return float(scales[scale][0])
+    return float(doc.get("depth_multiple", 1.0))
+
+
+def record_depth(model: nn.Module, owners: Iterable[int]) -> None:
+    """Write the block counts of `owners` (block indices) into `model.yaml`, as the repeats its
+    `parse_model` reads (or the argument RepNCSPELAN4 and ResNetLayer take), so the YAML describes
+    the model's depth. A model without a YAML dict is left as it is."""
+    doc = getattr(model, "yaml", None)
+    if not isinstance(doc, dict):
+        return
+    doc = copy.deepcopy(doc)
+    rows = [*(doc.get("backbone") or []), *(doc.get("head") or [])]
+    for i in sorted(set(owners)):
+        module = adapter.blocks(model)[i]
+        chain = chain_of(module)
+        count = len(module.get_submodule(chain.lists[0]))
+        row = rows[i]
+        if chain.arg is None:
+            row[1] = yaml_repeats(count, _depth_multiple(doc))
+        else:
+            row[3][chain.arg] = count
+    model.yaml = doc
+
+
+@dataclass(frozen=True)
+class DepthStep:
+    """Blocks taken out of `original`, giving `model`, with the proof: `checks` holds the shallower
+    model against the masked original (each removed block replaced by identity), on the model's own
+    weights and on signal-carrying ones (see `verify.excite`)."""
+
+    original: nn.Module
+    model: nn.Module
+    removed: tuple[Repeated, ...]
+    checks: tuple[Check, ...]
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every removed block's path in the original, as a plan records them."""
+        return tuple(p for r in self.removed for p in r.paths)
+
+    @property
+    def blocks(self) -> tuple[Block, ...]:
+        return tuple(b for r in self.removed for b in r.blocks)
+
+
+def take_out(original: nn.Module, removed: Sequence[Repeated], seed: int = 0) -> DepthStep:
+    """Remove `removed` from a copy of `original`, record the counts in its YAML, and prove it.
+
+    Example:
+        >>> from yoloprune.yolo.io import load_model
+        >>> model = load_model("yolov8n.yaml").model
+        >>> step = take_out(model, [r for r in repeated_blocks(model) if r.path == "model.4.m.1"])
+        >>> len(step.model.model[4].m), [c.ok for c in step.checks]
+        (1, [True, True])
+    """
+    blocks = [b for r in removed for b in r.blocks]
+    inputs = ULTRALYTICS.example_inputs(original, seed=seed)
+    shallower, own = remove_and_compare(original, blocks, inputs, ULTRALYTICS, measure_signal=True, own=True)
+    with excited(original, ULTRALYTICS.example_inputs(original, batch=4, seed=seed + 1), seed):
+        _, structural = remove_and_compare(original, blocks, inputs, ULTRALYTICS)
+    record_depth(shallower, (r.owner for r in removed))
+    checks = (
+        _check("depth", own, "on its own weights"),
+        _check("depth structural", structural, "on signal-carrying weights"),
+    )
+    return DepthStep(original, shallower, tuple(removed), checks)
+
+
+def _check(name: str, eq: Equivalence, where: str) -> Check:
+    detail = f"blocks removed: max rel error {eq.max_rel_error:.3g} {where} (tolerance {eq.tolerance:g})"
+    if not eq.ok:
+        detail += (
+            ": the shallower model does not compute what the original with those blocks as identity computes"
+        )
+    return Check(name, eq.ok, eq.max_rel_error, None, eq.tolerance, detail)
+
+
+def check_depth_request(found: Sequence[Repeated], fraction: float, scope: Iterable[str] | None) -> None:
+    """Refuse `depth` when no block under the selection is removable, saying why."""
+    if fraction and not choose_blocks(found, 1.0, scope):
+        why = "; ".join(f"{r.path}: {r.reason}" for r in found[:4] if not r.removable)
+        raise OptionError(
+            f"`depth={fraction!r}`: no repeated block in the selection can be removed"
+            + (f" ({why})" if why else " (the model has no repeated blocks)")
+            + ". Drop `depth`, or select blocks with removable repeated blocks."
+        )
+
+
+def depth_request(
+    model: nn.Module, options: PruneOptions, scope: Iterable[str] | None, plan: str | None = None
+) -> list[Repeated]:
+    """The blocks a prune removes before its channels: those a `plan` (JSON text) records, else the
+    `options.depth` fraction of the removable ones under `scope` that change their input least."""
+    if plan is not None:
+        paths = plan_removed_blocks(plan)
+        return blocks_named(repeated_blocks(model), paths) if paths else []
+    if not options.depth:
+        return []
+    found = repeated_blocks(model, options.exclude)
+    check_depth_request(found, options.depth, scope)
+    return choose_blocks(found, options.depth, scope)
+
+
+def _cost(model: nn.Module, metric: Metric, inputs: tuple[torch.Tensor, ...]) -> int:
+    return count_params(model) if metric is Metric.PARAMS else count_flops(model, inputs)
+
+
+def width_options(options: PruneOptions, step: DepthStep, inputs: tuple[torch.Tensor, ...]) -> PruneOptions:
+    """The options of the channel step that follows `step`, on the shallower model: `layers` and
+    `exclude` renamed to its paths, and a params/FLOPs target (a fraction of the original) rescaled
+    to a fraction of the shallower model, so that the two steps together meet it. `inputs`: an image
+    at the model's training size."""
+    changes: dict[str, object] = {"exclude": renamed(options.exclude, step.blocks)}
+    if options.layers is not None:
+        changes["layers"] = renamed(options.layers, step.blocks)
+    latency = getattr(options, "latency", None)
+    if latency is not None and latency.relative:
+        raise OptionError(
+            f"`depth={options.depth!r}` with `target_latency={options.target_latency!r}`: a fraction would "
+            "be measured against the model after its blocks are removed; give milliseconds instead."
+        )
+    if options.target is not None:
+        metric, value = options.target
+        before, after = _cost(step.original, metric, inputs), _cost(step.model, metric, inputs)
+        goal = value * before / after
+        if goal > 1:
+            raise OptionError(
+                f"`depth={options.depth!r}` alone keeps {after / before:.1%} of the {metric.value}, less "
+                f"than `target_{metric.value}={value!r}`; lower `depth` or raise the target."
+            )
+        changes[f"target_{metric.value}"] = goal
+    return dataclasses.replace(options, **changes)
+
+
+def whole_budget(budget: Budget | None, step: DepthStep, inputs: tuple[torch.Tensor, ...]) -> Budget | None:
+    """A channel step's `Budget` (fractions of the shallower model) as fractions of the original."""
+    if budget is None:
+        return None
+    before = _cost(step.original, budget.metric, inputs)
+    scale = _cost(step.model, budget.metric, inputs) / before
+    return dataclasses.replace(
+        budget,
+        target=round(budget.target * scale, 12),
+        estimate=budget.estimate * scale,
+        reached=budget.reached * scale,
+        original=before,
+    )
