@@ -15,11 +15,18 @@ them alike), median of `--runs` after `--warmup`. For each pruned model and sett
     realised = speed-up / FLOPs reduction  (1.0: latency falls exactly as FLOPs do; goal >= 0.9)
     padding = conv multiply-adds with every width padded up to the channel block, as ONNX Runtime's
               NCHWc layout runs them, over the model's own (1.00: nothing padded)
+Latency targets (`--targets`, or after the rows above): the same model pruned with
+`PruneOptions(target_latency=T, runtime=R, threads=N, allocation="global", round_to="auto")` for
+T = 0.7x and 0.5x on ONNX Runtime (1 thread, all threads) and OpenVINO FP32 (1 thread), each then
+timed by `bench` against the original in its own setting: target, the prune's own measured latency
+(its last check) and `bench`'s, each as a fraction of the original's (goal: within 5%).
 The machine's load average is recorded: on a shared machine compare only numbers from one run.
-Results: benchmarks/results/latency.{json,md} (written atomically).
+Results: benchmarks/results/latency.{json,md}, or latency_targets.{json,md} with `--targets`
+(written atomically).
 
 Run (from the repository root, with no other heavy job on the CPU meanwhile):
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/latency.py [--runs 30] [--warmup 5]
+    PYTHONPATH=src .venv/bin/python benchmarks/latency.py --targets [--model yolov8n.yaml --imgsz 320]
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import argparse
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -41,6 +49,8 @@ MODEL = "yolov8s.yaml"
 KEEP = (0.7, 0.5, 0.3)  # fraction of FLOPs kept: 30%, 50%, 70% reductions
 ROUND_TO = (1, 8, "auto")
 GOAL = 0.9
+TARGETS = (0.7, 0.5)  # target_latency, fractions of the original's measured latency
+TARGET_SETTINGS = (("ort", 1), ("ort", None), ("openvino", 1))  # (runtime, threads) of the target rows
 SETTINGS = {  # latency key -> column title
     "ort_cpu_1_thread": "ORT 1 thread",
     "ort_cpu_all_threads": "ORT all threads",
@@ -147,6 +157,102 @@ def measure(runs: int, warmup: int) -> dict:
     }
 
 
+def measure_targets(model: str, imgsz: int, runs: int, warmup: int) -> dict:
+    """Prune `model` at `imgsz` to each of `TARGETS` of its latency in each of `TARGET_SETTINGS`, and
+    time every result with `bench` against the original in that setting."""
+    from yoloprune.errors import YoloPruneError
+    from yoloprune.runtimes import settings
+    from yoloprune.workflows.evaluate import bench
+    from yoloprune.yolo.api import PruneOptions, analyze, prune
+
+    start = time.perf_counter()
+    a = analyze(model)
+    a = replace(
+        a, ckpt={**(a.ckpt or {}), "train_args": {**((a.ckpt or {}).get("train_args") or {}), "imgsz": imgsz}}
+    )
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="yoloprune-latency-targets-") as work:
+        for runtime, threads in TARGET_SETTINGS:
+            (setting,) = settings(runtime, threads=threads)
+            for target in TARGETS:
+                row = {"setting": setting.title, "key": setting.key, "target": target}
+                options = PruneOptions(
+                    target_latency=f"{target}x", runtime=runtime, threads=threads, allocation="global",
+                    round_to="auto",
+                )  # fmt: skip
+                began = time.perf_counter()
+                try:
+                    r = prune(model, options, analysis=a, check_onnx=False)
+                except YoloPruneError as e:
+                    rows.append({**row, "error": str(e), "seconds": round(time.perf_counter() - began, 1)})
+                    continue
+                path = Path(work) / f"{runtime}_{threads}_{target}.pt"
+                r.save(path)
+                b = bench(
+                    [model, str(path)],
+                    imgsz=imgsz,
+                    runs=runs,
+                    warmup=warmup,
+                    runtime=runtime,
+                    threads=threads,
+                )
+                original, pruned = (x.latency[setting.key].median_ms for x in b.rows)
+                budget = r.plan.budget
+                rows.append(
+                    {
+                        **row,
+                        "original_ms": round(budget.original, 3),
+                        "estimate": round(budget.estimate, 4),
+                        "reached": round(budget.reached, 4),
+                        "bench": round(pruned / original, 4),
+                        "bench_ms": [round(original, 3), round(pruned, 3)],
+                        "flops": round(r.flops[1] / r.flops[0], 4),
+                        "seconds": round(time.perf_counter() - began, 1),
+                    }
+                )
+    return {
+        "model": model,
+        "imgsz": imgsz,
+        "targets": rows,
+        "cpu": cpu(),
+        "load": [round(x, 2) for x in os.getloadavg()],
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def targets_markdown(doc: dict) -> list[str]:
+    """The latency-target table: target, the prune's measured fraction, `bench`'s, FLOPs kept."""
+    lines = [
+        f"## Latency targets: {doc['model']} at {doc['imgsz']}x{doc['imgsz']}",
+        "",
+        "`PruneOptions(target_latency=T, runtime=R, threads=N, allocation='global', round_to='auto')`; "
+        "fractions of the original's latency in the same setting. prune: its own last check; bench: "
+        "`bench` timing the saved model against the original afterwards (**outside 5%** in bold).",
+        "",
+        "| setting | target | original ms | estimate | prune measured | bench measured | FLOPs kept | s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["targets"]:
+        if "error" in r:
+            lines.append(
+                f"| {r['setting']} | {r['target']:.2f} | error: {r['error']} | | | | | {r['seconds']} |"
+            )
+            continue
+        off = abs(r["bench"] - r["target"]) > 0.05 * r["target"]
+        bench_cell = f"**{r['bench']:.3f}**" if off else f"{r['bench']:.3f}"
+        lines.append(
+            f"| {r['setting']} | {r['target']:.2f} | {r['original_ms']:.2f} | {r['estimate']:.3f} | "
+            f"{r['reached']:.3f} | {bench_cell} | {r['flops']:.3f} | {r['seconds']} |"
+        )
+    lines += [
+        "",
+        f"CPU: {doc['cpu']}; load average {', '.join(map(str, doc['load']))} when it finished (a shared "
+        f"machine: other jobs ran meanwhile). Total {doc['seconds']} s.",
+        "",
+    ]
+    return lines
+
+
 def markdown(doc: dict) -> str:
     base = doc["baseline"]
     lines = [
@@ -197,6 +303,7 @@ def markdown(doc: dict) -> str:
         f"CPU: {doc['cpu']}.",
         f"Total {doc['seconds']} s. Generated by benchmarks/latency.py.",
         "",
+        *(targets_markdown(doc["latency_targets"]) if "latency_targets" in doc else []),
     ]
     return "\n".join(lines)
 
@@ -205,11 +312,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="timed runs per model (median kept)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs per model first")
+    parser.add_argument("--targets", action="store_true", help="only the latency-target rows")
+    parser.add_argument("--model", default=MODEL, help="the latency-target rows' model")
+    parser.add_argument("--imgsz", type=int, default=640, help="the latency-target rows' image size")
     args = parser.parse_args()
 
     from _results import write_results
 
+    if args.targets:
+        doc = measure_targets(args.model, args.imgsz, args.runs, args.warmup)
+        text = "\n".join([*targets_markdown(doc), "Generated by benchmarks/latency.py --targets.", ""])
+        write_results("latency_targets", doc, text)
+        print(text)
+        return
     doc = measure(args.runs, args.warmup)
+    doc["latency_targets"] = measure_targets(args.model, args.imgsz, args.runs, args.warmup)
     write_results("latency", doc, markdown(doc))
     print(markdown(doc))
 

@@ -67,7 +67,10 @@ def test_global_ratio_removes_that_fraction_of_all_channels():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"ratio": 0.5, "target_flops": 0.5}, "give one of ratio, target_flops and target_params, not ratio"),
+        (
+            {"ratio": 0.5, "target_flops": 0.5},
+            "give one of ratio, target_flops, target_params and target_latency, not ratio",
+        ),
         ({"target_flops": 0.5, "target_params": 0.5}, "not target_flops and target_params"),
         ({"target_flops": 1.5}, "target_flops=1.5 is outside (0, 1]"),
         ({"ratio": 0.95}, "pass max_ratio=0.95 as well"),

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from yoloprune.atomic import atomic_write
 from yoloprune.errors import YoloPruneError
+from yoloprune.runtimes import Runtime
 from yoloprune.text import plural, word
 
 if TYPE_CHECKING:
@@ -161,14 +162,21 @@ def _prune_summary(result: PruneResult, replayed: str | None = None, head: str =
         ),
         *((c.name, f"{c.detail}: {_ok(c.ok)}") for c in result.checks if c.name not in EQUIVALENCE),
     ]
-    if plan.budget is not None:
-        b = plan.budget
+    b = plan.budget
+    if b is not None and b.metric.value == "latency":
+        ms = b.original
+        reached = f"{b.reached * ms:.3g} ms on {b.setting}, {b.reached:.3f} of the original's {ms:.3g} ms"
+        estimated = f"the latency model estimated {b.estimate * ms:.3g} ms"
+        rows.insert(4, ("latency", f"{reached} (target {b.target * ms:.3g} ms, met within 5%; {estimated})"))
+    elif b is not None:
         reached = f"{b.reached:.3f} of the original {b.metric.value} (target {b.target:g}"
         rows.insert(4, ("target", f"{reached}, met within 2%; the cost model estimated {b.estimate:.3f})"))
     scope = "every block" if result.scope is None else ", ".join(result.scope)
     rounding = f", widths rounded to multiples of {opts.round_to}" if opts.round_to > 1 else ""
     target = opts.target
     amount = f"ratio {opts.ratio}" if target is None else f"{target[0].value} target {target[1]:g}"
+    if opts.latency is not None:
+        amount = f"latency target {opts.latency} on {Runtime(opts.runtime or 'ort').title}"
     chosen = f"{scope}; {amount}, {opts.allocation.value} allocation, importance {opts.importance}{rounding}"
     how = f"replaying {replayed}" if replayed else chosen
     return "\n".join([f"{head} {result.analysis.source} ({how}):", *(f"  {k:<12}{v}" for k, v in rows)])

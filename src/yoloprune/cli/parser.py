@@ -3,7 +3,8 @@
     yoloprune inspect MODEL [--format text|md|json] [--out FILE]
     yoloprune analyze MODEL [--blocks I ...] [--layers PATH ...] [--exclude PATH ...]
                             [--format md|json|dot|svg] [--out FILE]
-    yoloprune prune MODEL (--ratio R|auto | --target-flops F | --target-params F | --plan-in PLAN)
+    yoloprune prune MODEL (--ratio R|auto | --target-flops F | --target-params F | --plan-in PLAN
+                          | --target-latency MS|Fx [--runtime ort|openvino [--int8]] [--threads N])
                           [--blocks ...] [--layers ...] [--exclude ...] [--importance NAME]
                           [--aggregation mean|sum] [--global] [--max-ratio R] [--min-channels N]
                           [--round-to N|auto] [--seed N] (--out PRUNED.pt [--plan PLAN] | --dry-run)
@@ -51,13 +52,12 @@ from yoloprune.choices import CRITERIA_NAMES
 from yoloprune.cli import commands
 from yoloprune.declare import arms, describe, enum_of, hints, spec_of
 from yoloprune.errors import OptionError, YoloPruneError, plain
-from yoloprune.pruning.options import PruneOptions
+from yoloprune.pruning.options import AMOUNT, PruneOptions
 from yoloprune.runtimes import Runtime
 from yoloprune.workflows.recipe import OPTION_KEYS, Recipe
 
 # Fields set by a switch rather than a value: the flag, and the value it sets.
-SWITCHES = {"allocation": ("--global", "global")}
-AMOUNT = ("ratio", "target_flops", "target_params")  # how much to prune: one of them
+SWITCHES = {"allocation": ("--global", "global"), "int8": ("--int8", True)}
 BROKEN_PIPE = 141  # 128 + SIGPIPE: the status a shell shows for `cat` when its reader stops early
 _TARGET_EPILOG = (
     "exit status: 0 done; 2 a problem with the inputs; "
@@ -76,6 +76,7 @@ def _parse_as(hint: Any, kind: str) -> Callable[[str], object]:
     """An argparse type for a field of type `hint`: a number, or the Literal words it also takes."""
     words = {a for arm in arms(hint) if typing.get_origin(arm) is Literal for a in typing.get_args(arm)}
     number = next((a for a in arms(hint) if a in (int, float)), str)
+    text_too = str in arms(hint)  # e.g. `target_latency`: 12 or "0.5x"; the field checks the text
 
     def parse(text: str) -> object:
         if text in words:
@@ -83,6 +84,8 @@ def _parse_as(hint: Any, kind: str) -> Callable[[str], object]:
         try:
             return number(text)
         except ValueError:
+            if text_too:
+                return text
             raise argparse.ArgumentTypeError(f"expected {kind}; got {text!r}") from None
 
     return parse
@@ -98,7 +101,7 @@ def add_fields(parser: Any, cls: type, names: Iterable[str]) -> None:
         f, spec, hint = fields[name], spec_of(fields[name]), hints(cls)[name]
         text = spec.help.replace("%", "%%")
         default = None if f.default is dataclasses.MISSING else f.default
-        if default not in (None, ()):
+        if default not in (None, ()) and default is not False:  # a switch says nothing when off
             text += f" ({default.value if isinstance(default, Enum) else default})"
         if name in SWITCHES:
             switch, value = SWITCHES[name]

@@ -282,21 +282,47 @@ def meet_target(
             f"{np.ceil(floor * 100) / 100:.2f} or more, raise `max_ratio`, or select more of the model "
             "(`blocks`, `layers`)."
         )
-    aim = goal
-    for _ in range(3):
-        kept = alloc.search(value, aim)
-        estimate = value(kept)
-        reached = float(measure(alloc.removed(kept))[which]) if measure else estimate
-        if abs(reached - goal) <= TOLERANCE * goal:
-            break
-        aim += goal - reached  # ops the estimate does not scale: shift the aim by what it missed
-    else:
+
+    def check(kept: np.ndarray) -> float:
+        return float(measure(alloc.removed(kept))[which]) if measure else value(kept)
+
+    kept, estimate, reached, met = converge(alloc, value, goal, check)
+    if not met:
         raise OptionError(
             f"`target_{metric.value}={target:g}`: the closest allocation reaches {reached / original:.3f} "
             f"of the original {metric.value}, not within {TOLERANCE:.0%}; the steps are too coarse here. "
             "Lower `round_to` or select more of the model."
         )
     return kept, Budget(metric, target, float(estimate / original), float(reached / original), original)
+
+
+def converge(
+    alloc: Allocator,
+    value: Callable[[np.ndarray], float],
+    goal: float,
+    check: Callable[[np.ndarray], float],
+    tolerance: float = TOLERANCE,
+    rounds: int = 3,
+) -> tuple[np.ndarray, float, float, bool]:
+    """Kept counts whose estimated `value` is the aim, checked for real (`check`) until the check is
+    within `tolerance` of `goal` or `rounds` are spent: (kept, estimate, checked value, met), the
+    closest round when none met it. After each miss the aim moves by the miss over the slope of the
+    checked value against the estimate (1 at first, then measured from the last two rounds): what
+    the estimate does not scale (ops it leaves out, a runtime's own speed) is corrected, not modelled."""
+    aim, tried = goal, []
+    for _ in range(rounds):
+        kept = alloc.search(value, aim)
+        estimate, reached = value(kept), check(kept)
+        tried.append((abs(reached - goal), kept, estimate, reached))
+        if abs(reached - goal) <= tolerance * goal:
+            return kept, estimate, reached, True
+        slope = 1.0
+        if len(tried) > 1 and tried[-1][2] != tried[-2][2]:
+            slope = (tried[-1][3] - tried[-2][3]) / (tried[-1][2] - tried[-2][2])
+            slope = float(np.clip(slope, 0.25, 4.0))  # noise must not throw the aim far off
+        aim += (goal - reached) / slope
+    _, kept, estimate, reached = min(tried, key=lambda t: t[0])
+    return kept, estimate, reached, False
 
 
 def measurer(

@@ -1,5 +1,6 @@
 """Choosing a plan: rank the channels of the chosen groups with a criterion, then allocate (`allocate.py`)
-what to remove under `PruneOptions` (a ratio, `auto`, or a params/FLOPs target)."""
+what to remove under `PruneOptions` (a ratio, `auto`, a params/FLOPs target, or a latency target:
+`latency.py`)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from yoloprune.channel_blocks import channel_multiple
 from yoloprune.errors import OptionError
 from yoloprune.graph.groups import ChannelGraph, Group, covers
 from yoloprune.importance import CRITERIA, Context, Evidence, Ranking
 from yoloprune.progress import phase
 from yoloprune.pruning.allocate import Allocator, CostModel, Limits, Measure, meet_target
+from yoloprune.pruning.latency import LatencyTimer, layers_of, meet_latency
 from yoloprune.pruning.options import Allocation, PruneOptions
 from yoloprune.pruning.plan import Plan, plan_from_removed
+from yoloprune.runtimes import Runtime
 
 
 def select_groups(graph: ChannelGraph, scope: Iterable[str] | None) -> list[Group]:
@@ -41,11 +45,13 @@ def choose(
     evidence: Evidence | None = None,
     inputs: tuple[torch.Tensor, ...] | None = None,
     measure: Measure | None = None,
+    timer: LatencyTimer | None = None,
 ) -> Plan:
     """Remove the least important classes of the prunable groups in `groups`, as `options` say.
 
     A target needs `inputs` (an image at the model's training size: FLOPs depend on it) and is
-    checked against `measure(removed) -> (params, FLOPs)` when given (see `allocate.measurer`).
+    checked against `measure(removed) -> (params, FLOPs)` when given (see `allocate.measurer`). A
+    latency target needs `inputs` too and `timer`, which times layers and models on the runtime.
 
     Example:
         >>> from yoloprune.yolo.api import analyze
@@ -78,6 +84,14 @@ def choose(
         with phase(f"searching for the {options.target[0].value} target"):
             cost = CostModel.build(model, graph, inputs)
             kept, budget = meet_target(alloc, graph, cost, *options.target, measure)
+    elif options.latency is not None:
+        if inputs is None or timer is None:
+            raise ValueError("choose: a latency target needs `inputs` and a `timer` of the runtime")
+        with phase(f"searching for the latency target on {timer.setting}"):
+            cost = CostModel.build(model, graph, inputs)
+            block = channel_multiple(options.runtime or Runtime.ORT, options.int8)
+            layers = layers_of(model, inputs)
+            kept, budget = meet_latency(alloc, graph, cost, layers, options.latency, timer, block)
     elif alloc.is_global:
         kept = alloc.search(lambda k: float(k.sum()), (1 - options.ratio) * alloc.sizes.sum())
     else:

@@ -9,6 +9,7 @@ Errors name fields (`OptionError`), never command-line flags; the CLI translates
 from __future__ import annotations
 
 import dataclasses
+import re
 from enum import Enum
 from typing import Any, Literal
 
@@ -16,9 +17,12 @@ from yoloprune.channel_blocks import channel_multiple
 from yoloprune.choices import Aggregation, criterion_names
 from yoloprune.declare import check, option, refuse_unknown, to_json
 from yoloprune.errors import OptionError
+from yoloprune.runtimes import Runtime, settings
 
 AUTO = "auto"  # `round_to="auto"`: this machine's channel block; `ratio="auto"`: the criterion decides
 DEFAULT_RATIO = 0.5  # what `ratio` is when neither it nor a target is given
+AMOUNT = ("ratio", "target_flops", "target_params", "target_latency")  # how much to prune: one of them
+_LATENCY = re.compile(r"\s*([0-9.eE+-]+)\s*(x|ms)?\s*")
 
 
 def resolve_round_to(value: int | str) -> int:
@@ -40,10 +44,51 @@ class Allocation(str, Enum):
 
 
 class Metric(str, Enum):
-    """What a target counts (`target_params`, `target_flops`)."""
+    """What a target counts (`target_params`, `target_flops`, `target_latency`)."""
 
     PARAMS = "params"
     FLOPS = "flops"
+    LATENCY = "latency"
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyGoal:
+    """`target_latency` read: `value` milliseconds, or with `relative` a fraction of the original's
+    measured latency."""
+
+    value: float
+    relative: bool
+
+    def ms(self, original_ms: float) -> float:
+        """The target in milliseconds, given the original's measured latency."""
+        return self.value * original_ms if self.relative else self.value
+
+    def __str__(self) -> str:
+        return f"{self.value:g}x" if self.relative else f"{self.value:g} ms"
+
+
+def latency_goal(value: float | str) -> LatencyGoal:
+    """`target_latency` as a `LatencyGoal`: a number or "12ms" is milliseconds, "0.5x" a fraction of
+    the original's measured latency, in (0, 1].
+
+    Example:
+        >>> latency_goal("0.5x")
+        LatencyGoal(value=0.5, relative=True)
+        >>> latency_goal("12ms") == latency_goal(12) == LatencyGoal(12.0, relative=False)
+        True
+    """
+    m = _LATENCY.fullmatch(value) if isinstance(value, str) else None
+    try:
+        number = float(m[1] if m else value) if m or not isinstance(value, str) else float("nan")
+    except ValueError:
+        number = float("nan")
+    relative = bool(m and m[2] == "x")
+    if not number > 0 or number == float("inf") or (relative and number > 1):
+        raise OptionError(
+            f"`target_latency={value!r}` must be milliseconds, more than 0 (12 or '12ms'), or a fraction "
+            "of the original's measured latency in (0, 1] ('0.5x' halves it)."
+        )
+    return LatencyGoal(number, relative)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -51,10 +96,12 @@ class PruneOptions:
     """How to choose channels; checked when made, so an instance is always valid.
 
     How much: `ratio`, or one of `target_flops` and `target_params` (a fraction of the original to
-    keep, met within 2%); with none of them the ratio is 0.5. What: `blocks` and `layers` select
-    (module paths; neither: every prunable group), `exclude` pins layers. `round_to="auto"` is resolved
-    here, once, to this machine's channel block, so the options and the plan hold the number. Strings
-    are accepted for the enums, and lists for the tuples, as read back from JSON.
+    keep, met within 2%), or `target_latency` (milliseconds, or "0.5x" of the original's, measured on
+    `runtime` with `threads` and `int8` and met within 5%); with none of them the ratio is 0.5. What:
+    `blocks` and `layers` select (module paths; neither: every prunable group), `exclude` pins layers.
+    `round_to="auto"` is resolved here, once, to the channel block of `runtime` (ONNX Runtime when
+    none) on this machine, so the options and the plan hold the number. Strings are accepted for the
+    enums, and lists for the tuples, as read back from JSON.
 
     Example:
         >>> PruneOptions(target_flops=0.5, allocation="global").allocation
@@ -92,6 +139,26 @@ class PruneOptions:
         why="it is the fraction of the original to keep, so 0.5 halves it",
         metavar="F",
     )
+    target_latency: float | str | None = option(
+        None,
+        help="reach this latency measured on the runtime: milliseconds (12 or 12ms) or a fraction of "
+        "the original's (0.5x), met within 5%",
+        kind="milliseconds such as 12, or a fraction of the original's such as 0.5x",
+        metavar="MS|Fx",
+    )
+    runtime: Runtime | None = option(
+        None,
+        help="the runtime target_latency is measured on, whose block round_to auto takes; default ort",
+    )
+    threads: int | None = option(
+        None,
+        help="CPU threads target_latency is measured with (default: all)",
+        within="[1, inf)",
+        metavar="N",
+    )
+    int8: bool = option(
+        False, help="target_latency of the INT8 model (OpenVINO, calibrated on the dataset given as data)"
+    )
     importance: str = option("l1", help="channel ranking", choices=criterion_names)
     aggregation: Aggregation = option(
         Aggregation.MEAN,
@@ -113,7 +180,8 @@ class PruneOptions:
     min_channels: int = option(1, help="fewest any group keeps", within="[1, inf)", metavar="N")
     round_to: int | Literal["auto"] = option(
         1,
-        help="keep a multiple of N channels per group; auto: 16 with AVX-512, else 8",
+        help="keep a multiple of N channels per group; auto: the runtime's channel block (CPU: 16 with "
+        "AVX-512, else 8)",
         within="[1, inf)",
         kind="a whole number such as 8, or auto",
         metavar="N|auto",
@@ -144,16 +212,36 @@ class PruneOptions:
 
     def __post_init__(self) -> None:
         check(self)
+        self._check_runtime()
         if self.round_to == AUTO:
-            object.__setattr__(self, "round_to", channel_multiple())
+            object.__setattr__(self, "round_to", channel_multiple(self.runtime or Runtime.ORT, self.int8))
         self._check_amount()
 
+    def _check_runtime(self) -> None:
+        settings(self.runtime or Runtime.ORT, self.int8, self.threads)  # refuses INT8 on ONNX Runtime, ...
+        if self.target_latency is not None:
+            goal = latency_goal(self.target_latency)
+            object.__setattr__(
+                self, "target_latency", str(goal).replace(" ", "") if goal.relative else goal.value
+            )
+            if self.runtime is Runtime.TENSORRT:
+                raise OptionError(
+                    "`target_latency` is measured on the CPU runtimes (`runtime='ort'` or "
+                    "`runtime='openvino'`); TensorRT is not supported for it yet."
+                )
+        elif self.threads is not None or self.int8:
+            raise OptionError(
+                "`threads` and `int8` say how `target_latency` is measured; give `target_latency` too, "
+                "or leave them out."
+            )
+
     def _check_amount(self) -> None:
-        targets = [name for name in ("target_flops", "target_params") if getattr(self, name) is not None]
+        targets = [name for name in AMOUNT[1:] if getattr(self, name) is not None]
         if len(targets) + (self.ratio is not None) > 1:
             given = ["ratio"] * (self.ratio is not None) + targets
             raise OptionError(
-                f"give one of `ratio`, `target_flops` and `target_params`, not {' and '.join(given)} "
+                f"give one of `ratio`, `target_flops`, `target_params` and `target_latency`, not "
+                f"{' and '.join(given)} "
                 f"({', '.join(f'`{name}={getattr(self, name)!r}`' for name in given)})."
             )
         if self.ratio is None and not targets:
@@ -172,8 +260,13 @@ class PruneOptions:
             )
 
     @property
+    def latency(self) -> LatencyGoal | None:
+        """The latency target, if one is set."""
+        return None if self.target_latency is None else latency_goal(self.target_latency)
+
+    @property
     def target(self) -> tuple[Metric, float] | None:
-        """The params or FLOPs target, if one is set."""
+        """The params or FLOPs target, if one is set (the latency target is `latency`)."""
         if self.target_flops is not None:
             return Metric.FLOPS, self.target_flops
         return None if self.target_params is None else (Metric.PARAMS, self.target_params)

@@ -32,7 +32,7 @@ import yaml
 
 from yoloprune.declare import Spec, check, checked, option, refuse_unknown, spec_of
 from yoloprune.errors import OptionError, YoloPruneError, plain, unmarked
-from yoloprune.pruning.options import AUTO, PruneOptions
+from yoloprune.pruning.options import AMOUNT, AUTO, PruneOptions
 
 RECIPE_VERSION = 1
 # Training arguments a run sets for each fine-tune itself.
@@ -139,7 +139,7 @@ class Recipe:
     def step_options(self, ratio: float | str | None = None, **scope: Any) -> PruneOptions:
         """The options of one pruning step: this recipe's, with the step's `ratio` when given, and
         its `blocks` / `layers` (`scope`) when given."""
-        amount = {} if ratio is None else {"ratio": ratio, "target_flops": None, "target_params": None}
+        amount = {} if ratio is None else {k: ratio if k == "ratio" else None for k in AMOUNT}
         return replace(self.options, **amount, **scope)
 
 
@@ -262,10 +262,11 @@ def recipe_from_dict(doc: dict[str, Any], base: str | os.PathLike[str] = ".") ->
     own = {k: v for k, v in doc.items() if k in OWN and v is not None}
     options = {k: v for k, v in doc.items() if k in OPTION_KEYS}
     schedule = checked("schedule", own["schedule"], Schedule, Spec(""))
-    amount = [k for k in ("ratio", "target_flops", "target_params") if options.get(k) is not None]
+    amount = [k for k in AMOUNT if options.get(k) is not None]
     if schedule is not Schedule.LAYERWISE and not amount:
         raise OptionError(
-            "give `ratio` or a target (`target_flops`, `target_params`): how much each pruning step removes."
+            "give `ratio` or a target (`target_flops`, `target_params`, `target_latency`): how much each "
+            "pruning step removes."
         )
     layers = own.get("layers", [])
     if not isinstance(layers, list):
@@ -288,7 +289,7 @@ def _check(r: Recipe) -> None:
             "use `model`, `data`, `epochs` and `final_epochs` instead."
         )
     o = r.options
-    targets = [f"`{k}`" for k in ("target_flops", "target_params") if getattr(o, k) is not None]
+    targets = [f"`{k}`" for k in AMOUNT[1:] if getattr(o, k) is not None]
     if r.schedule is Schedule.LAYERWISE:
         if not r.layers:
             raise OptionError(
@@ -312,6 +313,12 @@ def _check(r: Recipe) -> None:
     if r.layers:
         raise OptionError(
             f"`layers` is for `schedule='layerwise'`; `schedule={r.schedule.value!r}` uses `blocks`."
+        )
+    if o.latency is not None and not o.latency.relative and r.steps != 1:
+        raise OptionError(
+            f"`target_latency={o.target_latency!r}` is milliseconds; `steps={r.steps}` steps down from the "
+            "original's measured latency by the same fraction each time, so give the target as a fraction "
+            "of it (e.g. `target_latency='0.5x'`), or `steps=1`."
         )
     if r.schedule is Schedule.ONESHOT and r.steps != 1:
         raise OptionError("`steps`: oneshot prunes in one step; use `schedule='iterative'` for several.")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -40,7 +41,7 @@ from yoloprune.atomic import atomic_write
 from yoloprune.errors import OptionError, YoloPruneError, prefixed, unmarked
 from yoloprune.importance import NEEDS
 from yoloprune.pruning.count import count_flops, count_params
-from yoloprune.pruning.options import Metric
+from yoloprune.pruning.options import AMOUNT, Metric, latency_goal
 from yoloprune.text import plural
 from yoloprune.workflows.distill import check_teacher
 from yoloprune.workflows.finetune import check_data, conv_widths, finetune, training_args
@@ -74,7 +75,8 @@ _METRIC_NAMES = {Metric.FLOPS: "FLOPs", Metric.PARAMS: "params"}
 class Step:
     """One step of a run. A pruning step removes `ratio` of each selected group (local allocation;
     of all selected channels for global), or prunes until `keep` of the original's FLOPs or params
-    remain; `blocks` / `layers` select what it may prune (None: every block)."""
+    remain, or to `latency` (a `target_latency` of the original: "0.7x" of its measured latency, or
+    milliseconds); `blocks` / `layers` select what it may prune (None: every block)."""
 
     index: int
     kind: str  # "baseline", "prune" or "finetune"
@@ -84,6 +86,7 @@ class Step:
     keep: float | None = None
     blocks: tuple[int, ...] | None = None
     layers: tuple[str, ...] | None = None
+    latency: float | str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,13 @@ def steps_of(recipe: Recipe) -> list[Step]:
                 if r.steps > 1:
                     what = f"prune {where}: {o.ratio * k / r.steps:.0%} of the channels removed in all"
                 steps.append(Step(k, "prune", what, r.epochs, ratio, blocks=o.blocks))
+            elif o.latency is not None:  # a fraction: each step removes the same fraction of what is left
+                goal = o.latency
+                keep = goal.value ** (k / r.steps)
+                latency = f"{keep:.6g}x" if goal.relative else goal.value  # ms: one step (the recipe checks)
+                aim = f"{keep:.0%} of the original's latency" if goal.relative else f"{goal.value:g} ms"
+                what = f"prune {where} to {aim}"
+                steps.append(Step(k, "prune", what, r.epochs, blocks=o.blocks, latency=latency))
             else:
                 keep = target ** (k / r.steps)  # each step removes the same fraction of what is left
                 what = f"prune {where} to {keep:.0%} of the original {_METRIC_NAMES[metric]}"
@@ -330,12 +340,14 @@ def check_recipe(recipe: Recipe, log: Log = print) -> int:
     with tempfile.TemporaryDirectory(prefix="yoloprune-dry-run-") as tmp:
         source = save_checkpoint(loaded.model, Path(tmp) / "step0.pt", source_ckpt=loaded.ckpt)
         first = last = _costs(loaded.model, imgsz)
+        done = 1.0
         for step in steps_of(recipe):
             if step.kind == "prune":
-                result = _prune(step, source, recipe, first, last)
+                result = _prune(step, source, recipe, first, last, done)
                 if result is not None:
                     source = result.save(Path(tmp) / f"step{step.index}.pt")
                     last = _costs(result.model, imgsz)
+                    done *= _latency_fraction(result) or 1.0
     log(
         f"Checked before training: the model, the dataset, the training arguments and every pruning step "
         f"(dry run: params {first[0]:,} -> {last[0]:,}, FLOPs {first[1] / 1e9:.3g} G -> "
@@ -349,11 +361,30 @@ def _costs(model: nn.Module, imgsz: int) -> tuple[int, int]:
     return count_params(model), count_flops(model, (torch.zeros(1, 3, imgsz, imgsz),))
 
 
+def _latency_fraction(result: api.PruneResult) -> float | None:
+    """The measured latency of a latency-target prune over its source's; None for other prunes."""
+    budget = result.plan.budget
+    return budget.reached if budget is not None and budget.metric is Metric.LATENCY else None
+
+
 def _prune(
-    step: Step, source: Path, recipe: Recipe, first: tuple[int, int], now: tuple[int, int]
+    step: Step,
+    source: Path,
+    recipe: Recipe,
+    first: tuple[int, int],
+    now: tuple[int, int],
+    done: float = 1.0,
 ) -> api.PruneResult | None:
-    """Prune `source` as `step` says; None when a target step finds the target already met."""
-    amount: dict[str, Any] = {"ratio": step.ratio, "target_flops": None, "target_params": None}
+    """Prune `source` as `step` says; None when a target step finds the target already met. `done`:
+    the measured latency of `source` over the original's (the earlier latency steps' product)."""
+    amount: dict[str, Any] = {k: None for k in AMOUNT} | {"ratio": step.ratio}
+    if step.latency is not None:  # a fraction of the original's latency; prune takes one of the current
+        goal = latency_goal(step.latency)
+        if goal.relative and goal.value / done >= 0.999:
+            return None
+        amount.update(
+            {"ratio": None, "target_latency": f"{goal.value / done:.6g}x" if goal.relative else goal.value}
+        )
     if step.keep is not None:  # the target is a fraction of the original; prune takes one of the current
         metric = recipe.options.target[0]
         which = 1 if metric is Metric.FLOPS else 0
@@ -362,7 +393,7 @@ def _prune(
             return None
         amount.update({"ratio": None, f"target_{metric.value}": fraction})
     options = replace(recipe.options, **amount, blocks=step.blocks, layers=step.layers)
-    needs_data = bool(NEEDS.get(options.importance))
+    needs_data = bool(NEEDS.get(options.importance)) or options.int8  # INT8 calibrates on the data
     try:
         return api.prune(str(source), options, data=recipe.data if needs_data else None)
     except YoloPruneError as e:
@@ -378,7 +409,7 @@ def _do_step(
     k, imgsz = step.index, state["imgsz"]
     steps = folder / "steps"
     checkpoint = steps / f"step{k}.pt"
-    before = None
+    before, latency = None, None
     if step.kind == "baseline":
         loaded = load_model(recipe.model)
         log(f"    source  {recipe.model}")
@@ -390,12 +421,13 @@ def _do_step(
         trained = source
         if step.kind == "prune":
             rows = state["steps"]
-            result = _prune(
-                step, source, recipe, (rows[0]["params"], rows[0]["flops"]), _costs(before, imgsz)
-            )
+            done = math.prod(row.get("latency", 1.0) for row in rows)  # measured, over the original's
+            first = (rows[0]["params"], rows[0]["flops"])
+            result = _prune(step, source, recipe, first, _costs(before, imgsz), done)
             if result is None:
                 log("    target already met; nothing pruned")
             else:
+                latency = _latency_fraction(result)
                 trained = result.save(steps / f"step{k}.pruned.pt")
                 text = result.plan_json()
                 atomic_write(steps / f"step{k}.plan.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -458,6 +490,7 @@ def _do_step(
         "checkpoint": str(checkpoint.relative_to(folder)),
         "seconds": seconds,
         "widths": conv_widths(model),
+        **({} if latency is None else {"latency": latency}),  # measured, over its source's
     }
 
 

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import os
@@ -27,6 +28,7 @@ from yoloprune.progress import phase
 from yoloprune.pruning.allocate import measurer
 from yoloprune.pruning.choose import choose, select_groups
 from yoloprune.pruning.count import count_flops, count_params
+from yoloprune.pruning.latency import LatencyBudget
 from yoloprune.pruning.plan import Plan, PruneOptions, load_plan, plan_options
 from yoloprune.pruning.probe import probe
 from yoloprune.pruning.verify import (
@@ -272,7 +274,9 @@ def prune(
 
     `options` (a `PruneOptions`; default: ratio 0.5 of every prunable group) holds everything that
     decides which channels go: how much (`ratio`, or `target_flops` / `target_params`, the fraction
-    of the original to keep, met within 2% and reported in `result.plan.budget`), what (`blocks`,
+    of the original to keep, met within 2% and reported in `result.plan.budget`; or `target_latency`,
+    milliseconds or "0.5x" of the original's, measured on `options.runtime` at the model's image
+    size and met within 5%: see `yoloprune.pruning.latency`), what (`blocks`,
     `layers`, `exclude`), the criterion and its limits. Data-driven criteria (`taylor`, `act-*`)
     measure images of the dataset YAML `data`. `plan` (JSON text from `result.plan_json()`) replays
     exact channel choices with the options it records, so it takes no `options`. `analysis` reuses
@@ -327,8 +331,16 @@ def prune(
             )
         measure = measurer(a.model, a.graph, size_in, ULTRALYTICS)
         calib = (options.calib_images, options.calib_imgsz or imgsz)
-        evidence = evidence_for(a.model, a.graph, options.importance, data, groups, *calib)
-        chosen = choose(a.graph, a.model, groups, options, evidence, inputs=size_in, measure=measure)
+        with contextlib.ExitStack() as stack:
+            timer = None
+            if options.latency is not None:  # checked before the criterion's (maybe slow) evidence
+                from yoloprune.yolo.latency import runtime_timer  # the runtimes load only for this
+
+                timer = stack.enter_context(runtime_timer(a.model, a.graph, a.ckpt, options, imgsz, data))
+            evidence = evidence_for(a.model, a.graph, options.importance, data, groups, *calib)
+            chosen = choose(
+                a.graph, a.model, groups, options, evidence, inputs=size_in, measure=measure, timer=timer
+            )
     original = a.model
     inputs = ULTRALYTICS.example_inputs(original, seed=options.seed)
     with phase("verification: the pruned model against the masked original"):
@@ -346,7 +358,7 @@ def prune(
     first = depth.original if depth else original
     params = (count_params(first), count_params(pruned))
     flops = (count_flops(first, size_in), count_flops(pruned, size_in))
-    if depth:
+    if depth and not isinstance(chosen.budget, LatencyBudget):  # a latency budget: ms, measured as is
         chosen = replace(chosen, budget=whole_budget(chosen.budget, depth, size_in))
     return PruneResult(
         pruned, original, a, chosen, asked, equivalence, structural, widths, params, flops, imgsz, checks,
