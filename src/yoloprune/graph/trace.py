@@ -76,7 +76,7 @@ class _Tracer(OpRules, TorchFunctionMode):
 
     def site(self) -> str:
         where = self.stack[-1] or "model"
-        return f"{where} ({op_name(self._func)})"
+        return where if self._func is None else f"{where} ({op_name(self._func)})"
 
     # -- values -----------------------------------------------------------------------------
     def info(self, t: object) -> Value | None:
@@ -114,6 +114,7 @@ class _Tracer(OpRules, TorchFunctionMode):
             yield
         finally:
             self._paused -= 1
+            self._func = None  # what the rule reports next is the module's, not an op's
 
     def elems(self, t: torch.Tensor) -> np.ndarray:
         v = self.info(t)
