@@ -405,19 +405,19 @@ YAML_WIDTHS = (8, 16, 24, 32)
 
 
 @st.composite
-def _block(draw: st.DrawFn, c: int) -> tuple:
+def _block(draw: st.DrawFn, c: int, repeats: int = 2) -> tuple:
     kind = draw(st.sampled_from(("C2f", "C3k2", "C3", "Bottleneck", "Conv", "SPPF")))
     if kind == "C2f":
-        return (-1, draw(st.integers(1, 2)), kind, [c, draw(st.booleans())])
+        return (-1, draw(st.integers(1, repeats)), kind, [c, draw(st.booleans())])
     if kind == "C3k2":
         return (
             -1,
-            draw(st.integers(1, 2)),
+            draw(st.integers(1, repeats)),
             kind,
             [c, draw(st.booleans()), draw(st.sampled_from((0.25, 0.5)))],
         )
     if kind == "C3":
-        return (-1, draw(st.integers(1, 2)), kind, [c, draw(st.booleans())])
+        return (-1, draw(st.integers(1, repeats)), kind, [c, draw(st.booleans())])
     if kind == "Bottleneck":
         return (-1, 1, kind, [c, draw(st.booleans())])
     if kind == "SPPF":
@@ -426,9 +426,10 @@ def _block(draw: st.DrawFn, c: int) -> tuple:
 
 
 @st.composite
-def yaml_specs(draw: st.DrawFn) -> tuple:
-    """A random detection-model YAML spec: a strided backbone of Ultralytics blocks, an optional
-    upsample-concat neck path, and a Detect head over one to three layers."""
+def yaml_specs(draw: st.DrawFn, repeats: int = 2) -> tuple:
+    """A random detection-model YAML spec: a strided backbone of Ultralytics blocks (C2f, C3k2 and C3
+    with 1 to `repeats` repeated blocks), an optional upsample-concat neck path, and a Detect head
+    over one to three layers."""
     width = st.sampled_from(YAML_WIDTHS)
     rows = [(-1, 1, "Conv", [draw(width), 3, 2])]
     stride = [2]  # per layer
@@ -436,14 +437,14 @@ def yaml_specs(draw: st.DrawFn) -> tuple:
         rows.append((-1, 1, "Conv", [draw(width), 3, 2]))
         stride.append(stride[-1] * 2)
         for _ in range(draw(st.integers(0, 2))):
-            rows.append(draw(_block(draw(width))))
+            rows.append(draw(_block(draw(width), repeats)))
             stride.append(stride[-1])
     backbone = len(rows)
     finer = [i for i in range(backbone) if stride[i] * 2 == stride[-1]]
     if finer and draw(st.booleans()):
         rows.append((-1, 1, "nn.Upsample", [None, 2, "nearest"]))
         rows.append(([-1, draw(st.sampled_from(finer))], 1, "Concat", [1]))
-        rows.append(draw(_block(draw(width))))
+        rows.append(draw(_block(draw(width), repeats)))
         stride += [stride[-1] // 2] * 3
     last = len(rows) - 1
     more = draw(st.lists(st.integers(1, last - 1), max_size=2, unique=True)) if last > 1 else []

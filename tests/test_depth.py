@@ -4,6 +4,7 @@ blocks as identity), the YAML counts that rebuild it, plans that replay it, and 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -15,15 +16,16 @@ from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.pruning.depth import Block, Concat, identity_masked, remove_blocks, renamed
 from yoloprune.pruning.options import PruneOptions
 from yoloprune.pruning.verify import compare_outputs, excite
+from yoloprune.reports.analysis import analysis_report, to_json, to_markdown
 from yoloprune.yolo.api import analyze, prune, verify
 from yoloprune.yolo.depth import (
     blocks_named,
-    model_level_repeats,
     repeated_blocks,
     take_out,
+    width_options,
     yaml_repeats,
 )
-from yoloprune.yolo.io import load_model
+from yoloprune.yolo.io import load_model, save_checkpoint
 
 
 class Chain(nn.Module):
@@ -115,19 +117,22 @@ def test_blocks_the_yaml_cannot_count_are_listed_with_the_reason():
     inner = found["model.6.m.0.m.0"]  # a bottleneck of the C3k inside C3k2
     assert not inner.removable and "fixed number of blocks" in inner.reason
     assert found["model.6.m.0"].removable and found["model.6.m.0"].kind == "C3k in C3k2"
-    with pytest.raises(YoloPruneError, match="cannot be removed: C3k inside model.6.m is built"):
+    with pytest.raises(
+        YoloPruneError, match=re.escape("cannot be removed: Ultralytics' code builds the C3k model.6.m.0")
+    ):
         blocks_named(found.values(), ["model.6.m.0.m.0"])
     with pytest.raises(YoloPruneError, match="not a repeated block of this model"):
         blocks_named(found.values(), ["model.6.cv1"])
-    v3 = model_level_repeats(load_model("yolov3-tiny.yaml").model) + model_level_repeats(
-        load_model("yolov8n.yaml").model
+    v3 = {r.path: r for r in repeated_blocks(load_model("yolov3.yaml").model)}
+    assert v3["model.4.1"].reason == (
+        "Ultralytics repeats Bottleneck 2 times as block 4 itself (an nn.Sequential); yoloprune removes "
+        "blocks from a module's own list only"
     )
-    assert v3 == []
 
 
 def test_half_of_a_shared_count_is_refused():
     found = repeated_blocks(load_model("yolov9t.yaml").model)
-    with pytest.raises(YoloPruneError, match="without model.4.cv3.0.m.0, which shares its count"):
+    with pytest.raises(YoloPruneError, match=re.escape("without model.4.cv3.0.m.0, which shares its count")):
         blocks_named(found, ["model.4.cv2.0.m.0"])
 
 
@@ -142,8 +147,9 @@ def test_a_block_that_changes_the_shape_is_not_removable():
 
 
 def test_depth_with_nothing_removable_in_the_selection_is_refused():
+    a = analyze("yolov8n.yaml", run_probe=False)
     with pytest.raises(OptionError, match="no repeated block in the selection can be removed"):
-        prune("yolov8n.yaml", PruneOptions(0.2, depth=0.5, blocks=[0, 1]))
+        prune(None, PruneOptions(0.2, depth=0.5, blocks=[0, 1]), analysis=a)
 
 
 def test_depth_then_channels_prove_save_verify_and_replay(tmp_path):
@@ -164,13 +170,21 @@ def test_depth_then_channels_prove_save_verify_and_replay(tmp_path):
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     doc = json.loads(plan)
     doc["removed_blocks"] = ["model.4.m.7"]
-    with pytest.raises(YoloPruneError, match="'model.4.m.7', which is not a repeated block"):
+    with pytest.raises(YoloPruneError, match=re.escape("'model.4.m.7', which is not a repeated block")):
         prune("yolov8n.yaml", plan=json.dumps(doc))
 
 
 def test_depth_alone_below_the_target_is_refused():
-    with pytest.raises(OptionError, match="alone keeps 66.7% of the params, less than target_params=0.99"):
-        prune("yolov8n.yaml", PruneOptions(target_params=0.99, depth=1.0))
+    model = load_model("yolov8n.yaml").model
+    step = take_out(model, [r for r in repeated_blocks(model) if r.removable])
+    options = PruneOptions(target_params=0.99, depth=1.0)
+    message = "alone keeps 66.7% of the params, less than target_params=0.99; lower depth"
+    with pytest.raises(OptionError, match=re.escape(message)):
+        width_options(options, step, (torch.zeros(1, 3, 640, 640),))
+    kept = sum(p.numel() for p in step.model.parameters()) / sum(p.numel() for p in model.parameters())
+    assert width_options(PruneOptions(target_params=0.5, depth=1.0), step, ()).target_params == pytest.approx(
+        0.5 / kept, rel=1e-12
+    )
 
 
 def test_a_target_counts_both_steps_against_the_original():
@@ -182,9 +196,10 @@ def test_a_target_counts_both_steps_against_the_original():
 
 
 def test_depth_pruned_checkpoint_loads_and_runs_in_plain_ultralytics(tmp_path):
-    r = prune("yolo12n.yaml", PruneOptions(0.25, depth=1.0), check_onnx=False)
-    assert r.ok and len(r.model.model[6].m) == 0
-    path = r.save(tmp_path / "pruned.pt")
+    model = load_model("yolo12n.yaml").model
+    step = take_out(model, [r for r in repeated_blocks(model) if r.removable])
+    assert all(c.ok for c in step.checks) and len(step.model.model[6].m) == 0
+    path = save_checkpoint(step.model, tmp_path / "pruned.pt")
     out = run_without_yoloprune(
         """
         import torch
@@ -197,7 +212,7 @@ def test_depth_pruned_checkpoint_loads_and_runs_in_plain_ultralytics(tmp_path):
         path,
     )
     lines = out.strip().splitlines()
-    assert lines[-2] == "[0, 0] 0" and int(lines[-1]) == r.params[1]
+    assert lines[-2] == "[0, 0] 0" and int(lines[-1]) == sum(p.numel() for p in step.model.parameters())
 
 
 @pytest.mark.slow
@@ -230,3 +245,18 @@ def test_excited_models_keep_the_proof_sharp():
     x = (torch.rand(1, 3, 64, 64),)
     assert compare_outputs(step.model, wrong, x).max_rel_error > 1e-3
     assert analyze(step.model, run_probe=False).graph.groups  # the shallower model traces
+
+
+def test_analyze_lists_repeated_blocks_and_why_the_others_stay():
+    r = analysis_report(analyze("yolo11n.yaml", run_probe=False), blocks=[6, 10])
+    doc = json.loads(to_json(r))["repeated_blocks"]
+    assert [(d["path"], d["removable"]) for d in doc] == [
+        ("model.6.m.0", True),
+        ("model.6.m.0.m.0", False),
+        ("model.6.m.0.m.1", False),
+        ("model.10.m.0", True),
+    ]
+    assert doc[0]["kind"] == "C3k in C3k2" and 0 < doc[0]["flops_share"] < 0.1
+    text = to_markdown(r)
+    assert "## Repeated blocks (depth)" in text and "2 of 4 repeated blocks can be removed whole" in text
+    assert "| `model.6.m.0.m.1` | Bottleneck in C3k | 0.9% |  | no: Ultralytics' code builds" in text

@@ -34,7 +34,9 @@ from strategies import (
     yaml_text,
 )
 from torch import nn
+from ultralytics.nn.tasks import DetectionModel
 
+from yoloprune.errors import OptionError
 from yoloprune.graph.groups import ChannelGraph, build_groups
 from yoloprune.graph.trace import trace
 from yoloprune.pruning.choose import choose, select_groups
@@ -43,6 +45,7 @@ from yoloprune.pruning.plan import PruneOptions, load_plan, plan_from_removed
 from yoloprune.pruning.verify import compare_outputs, excite, prune_and_compare
 from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import analyze, prune
+from yoloprune.yolo.depth import repeated_blocks
 from yoloprune.yolo.io import load_model
 
 X = example_input()
@@ -144,3 +147,39 @@ def test_random_yamls_prune_verify_and_reload(spec, ratio, seed):
 @given(yaml_specs(), st.floats(0.1, 0.9), st.integers(0, 2**16))
 def test_random_yamls_prune_verify_and_reload_slow(spec, ratio, seed):
     check_yaml(spec, ratio, seed)
+
+
+def check_depth(spec: tuple, ratio: float, depth: float, seed: int) -> None:
+    """Whole blocks, then channels, of a random YAML model: both steps proved, the YAML's counts rebuild
+    the shallower model, and the safe format (rebuilt from that YAML) reloads the same numbers."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, "random.yaml")
+        path.write_text(yaml_text(spec))
+        options = PruneOptions(ratio, depth=depth, importance="random", seed=seed)
+        if not any(b.removable for b in repeated_blocks(load_model(path).model)):
+            with pytest.raises(OptionError, match="no repeated block in the selection can be removed"):
+                prune(path, options, check_onnx=False)
+            return
+        r = prune(path, options, check_onnx=False)
+        assert r.ok and all(c.ok for c in r.checks), r.checks
+        assert r.depth is not None and r.depth.checks[1].value < 1e-4
+        shallower = r.depth.model
+        rebuilt = DetectionModel(shallower.yaml, verbose=False).state_dict()
+        mine = shallower.state_dict()
+        assert mine.keys() == rebuilt.keys() and all(mine[k].shape == rebuilt[k].shape for k in mine)
+        saved = load_model(r.save(Path(folder, "pruned.safe"), format="safe")).model
+        mine, theirs = r.model.state_dict(), saved.state_dict()
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+@settings(FAST, max_examples=4)
+@given(yaml_specs(repeats=3), st.floats(0.0, 0.7), st.floats(0.2, 1.0), st.integers(0, 2**16))
+def test_random_yamls_with_repeated_blocks_lose_blocks_and_channels_exactly(spec, ratio, depth, seed):
+    check_depth(spec, ratio, depth, seed)
+
+
+@pytest.mark.slow
+@settings(SLOW, max_examples=100)
+@given(yaml_specs(repeats=3), st.floats(0.0, 0.7), st.floats(0.2, 1.0), st.integers(0, 2**16))
+def test_random_yamls_with_repeated_blocks_lose_blocks_and_channels_exactly_slow(spec, ratio, depth, seed):
+    check_depth(spec, ratio, depth, seed)

@@ -25,6 +25,7 @@ from yoloprune.pruning.choose import select_groups
 from yoloprune.reports.tables import markdown_table
 from yoloprune.text import plural, word
 from yoloprune.yolo.api import Analysis, scope_of
+from yoloprune.yolo.depth import Repeated, repeated_blocks
 from yoloprune.yolo.inventory import BlockInfo, ConvInfo, describe, inventory
 
 
@@ -54,6 +55,7 @@ class Report:
     layer_names: dict[str, str]  # block path -> "layer 2 (C2f)", for every block of the model
     pinned: tuple[Group, ...] = ()
     placed: dict[int, int] = field(default_factory=dict)
+    repeated: tuple[Repeated, ...] = ()  # the selection's repeated blocks, removable (`depth`) or why not
 
     def block_groups(self, index: int) -> list[Group]:
         ids = dict.fromkeys(g for c in self.convs if c.block == index for g in c.groups)
@@ -118,6 +120,11 @@ def analysis_report(
         {b.path: f"layer {b.index} ({b.type})" for b in inv},
         tuple(analysis.pinned(selected)),
         placed,
+        tuple(
+            r
+            for r in repeated_blocks(analysis.model, exclude or analysis.exclude)
+            if any(covers(p, r.path) or covers(r.path, p) for p in scope)
+        ),
     )
 
 
@@ -193,6 +200,19 @@ def to_json(report: Report) -> str:
             for g in report.groups
         ],
         "pinned": [{"id": g.id, "layer": _producer(g), "reasons": list(g.reasons)} for g in report.pinned],
+        "repeated_blocks": [
+            {
+                "path": r.path,
+                "paths": list(r.paths),
+                "block": r.owner,
+                "kind": r.kind,
+                "flops_share": round(r.flops, 6),
+                "change": round(r.change, 6),
+                "removable": r.removable,
+                "reason": r.reason,
+            }
+            for r in report.repeated
+        ],
         "naive": [
             {"conv": c.conv.name, "block": c.block, "breaks": [_break_dict(b) for b in c.breaks]}
             for c in report.convs
@@ -344,6 +364,7 @@ def to_markdown(report: Report) -> str:
             markdown_table(["Group", "Channels", "Layer", "Why"], rows),
             "",
         ]
+    lines += _repeated_md(report.repeated)
     shown: dict[int, str] = {}
     for b in report.blocks:
         lines += [f"## Block {b.index} ({b.type})", "", *_block_lines(report, b)]
@@ -370,6 +391,32 @@ def to_markdown(report: Report) -> str:
         "those channels masked.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _repeated_md(repeated: Sequence[Repeated]) -> list[str]:
+    if not repeated:
+        return []
+    rows = [
+        [
+            " + ".join(f"`{p}`" for p in r.paths),
+            r.kind,
+            f"{r.flops:.1%}",
+            f"{r.change:.3g}" if r.removable else "",
+            "yes" if r.removable else f"no: {r.reason}",
+        ]
+        for r in repeated
+    ]
+    n = sum(r.removable for r in repeated)
+    return [
+        "## Repeated blocks (depth)",
+        "",
+        f"{n} of {plural(len(repeated), 'repeated block')} can be removed whole (`--depth F` removes that "
+        "fraction of them, those that change their input least first; *change* is ||output - input|| / "
+        "||output|| on the example input):",
+        "",
+        markdown_table(["Block", "Kind", "FLOPs", "Change", "Removable"], rows),
+        "",
+    ]
 
 
 def _ch(counts: Sequence[int]) -> str:

@@ -159,7 +159,7 @@ def repeated_blocks(
     seen = observe(model, paths + suffixes, batches if batches is not None else [example])
     flops = flops_by_module(model, ULTRALYTICS.example_inputs(model))
     total = max(flops[""], 1)
-    found = []
+    found = _model_level(model, flops)
     for path, module, chain, top in entries:
         containers = [f"{path}.{name}" for name in chain.lists]
         n = len(lists[containers[0]])
@@ -219,8 +219,8 @@ def _why_not(
     name = type(module).__name__
     if not top:
         return (
-            f"{name} inside {path.rpartition('.')[0]} is built with a fixed number of blocks by "
-            "Ultralytics' code, not by the model YAML, so no YAML could record fewer"
+            f"Ultralytics' code builds the {name} {path} with a fixed number of blocks, not the model "
+            "YAML, so no YAML could record fewer"
         )
     for p in passages:
         if p.shape_in is None:
@@ -238,18 +238,24 @@ def _why_not(
     return ""
 
 
-def model_level_repeats(model: nn.Module) -> list[tuple[str, str]]:
-    """(path, why not removable) of every layer Ultralytics repeats at the model level: a YAML row
-    with n > 1 for a module that takes no count, built as an `nn.Sequential` block."""
-    return [
-        (
-            adapter.block_path(i),
-            f"Ultralytics repeats {type(b[0]).__name__} {len(b)} times as block {i} itself (an "
-            "nn.Sequential); yoloprune removes blocks from a module's own list only",
+def _model_level(model: nn.Module, flops: dict[str, int]) -> list[Repeated]:
+    """The layers Ultralytics repeats at the model level (a YAML row with n > 1 for a module that
+    takes no count, built as an `nn.Sequential` block): listed, not removable."""
+    found = []
+    for i, seq in enumerate(adapter.blocks(model)):
+        if not isinstance(seq, nn.Sequential) or len(seq) < 2:
+            continue
+        path, name = adapter.block_path(i), type(seq[0]).__name__
+        why = (
+            f"Ultralytics repeats {name} {len(seq)} times as block {i} itself (an nn.Sequential); "
+            "yoloprune removes blocks from a module's own list only"
         )
-        for i, b in enumerate(adapter.blocks(model))
-        if isinstance(b, nn.Sequential) and len(b) > 1
-    ]
+        share = flops.get(path, 0) / max(flops[""], 1) / len(seq)
+        found += [
+            Repeated((Block(f"{path}.{k}"),), i, f"{name} x{len(seq)}", 0.0, share, why)
+            for k in range(len(seq))
+        ]
+    return found
 
 
 def choose_blocks(found: Sequence[Repeated], fraction: float, scope: Iterable[str] | None) -> list[Repeated]:
