@@ -161,7 +161,7 @@ def measure_targets(model: str, imgsz: int, runs: int, warmup: int) -> dict:
     """Prune `model` at `imgsz` to each of `TARGETS` of its latency in each of `TARGET_SETTINGS`, and
     time every result with `bench` against the original in that setting."""
     from yoloprune.errors import YoloPruneError
-    from yoloprune.runtimes import settings
+    from yoloprune.runtimes import Precision, Runtime, Setting
     from yoloprune.workflows.evaluate import bench
     from yoloprune.yolo.api import PruneOptions, analyze, prune
 
@@ -173,7 +173,7 @@ def measure_targets(model: str, imgsz: int, runs: int, warmup: int) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="yoloprune-latency-targets-") as work:
         for runtime, threads in TARGET_SETTINGS:
-            (setting,) = settings(runtime, threads=threads)
+            setting = Setting(Runtime(runtime), Precision.FP32, threads)
             for target in TARGETS:
                 row = {"setting": setting.title, "key": setting.key, "target": target}
                 options = PruneOptions(
