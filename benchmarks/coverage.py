@@ -10,8 +10,12 @@ file loads back with the pruned model's exact weights, so a pass means a user ge
 Recorded per config: task, groups (total, prunable, pinned), the share of FLOPs in pinned groups,
 the distinct pin reasons counted by group, params and FLOPs before and after, both equivalence
 errors, every check, the saved file's size, and pass or the failure (exception type, first line,
-and the innermost traceback frames). Results go to benchmarks/results/coverage.{json,md} (written
-atomically); the table is printed.
+and the innermost traceback frames). Depth: the repeated blocks (`yoloprune.yolo.depth`) and how
+many are removable; then, on the unpruned model, the least-changing removable block of every module
+that has one (one per stage) is removed, both depth checks (the shallower model against the original
+with those blocks as identity, on its own and on signal-carrying weights) must pass, and the model
+saved to a `.pt` must load back with its exact weights. Results go to
+benchmarks/results/coverage.{json,md} (written atomically); the table is printed.
 
 Pinned FLOPs: the FLOPs of the convolutions and linear layers whose output channels lie in a group
 `prune` leaves as it is (`Analysis.pinned()`: pinned by the tracer or the probe), over the whole
@@ -48,6 +52,8 @@ os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
 from yoloprune.errors import first_line
 
 if TYPE_CHECKING:
+    import torch
+
     from yoloprune.yolo.api import Analysis
 
 QUICK = ("yolov8n.yaml", "yolo11n-seg.yaml", "yolo26n-pose.yaml", "yolov8n-obb.yaml", "yolov8n-cls.yaml")
@@ -167,9 +173,43 @@ def _analyse_and_prune(source: str, folder: Path) -> dict:
         saved, reloaded = r.model.state_dict(), load_model(path).model.state_dict()
         if saved.keys() != reloaded.keys() or not all(torch.equal(saved[k], reloaded[k]) for k in saved):
             raise AssertionError(f"{path.name} loads back with other weights than the pruned model's")
+        record.update(stage="depth", depth=_depth(a.model, folder))
+        if not record["depth"]["ok"]:
+            record.update(status="fail", error=record["depth"]["error"])
+            return record
         record.update(status="pass", stage="done")
     except Exception as e:
         record.update(status="fail", error=short_error(e), traceback=frames(e))
+    return record
+
+
+def _depth(model: torch.nn.Module, folder: Path) -> dict:
+    """Repeated blocks, removable ones, and one removed per stage, proved and saved (module docstring)."""
+    import torch
+
+    from yoloprune.yolo.depth import repeated_blocks, take_out
+    from yoloprune.yolo.io import load_model, save_checkpoint
+
+    found = repeated_blocks(model)
+    removable = [r for r in found if r.removable]
+    per_stage = {}
+    for r in sorted(removable, key=lambda r: r.change):
+        per_stage.setdefault(r.blocks[0].container, r)
+    record = {"repeated": len(found), "removable": len(removable), "stages": len(per_stage), "ok": True}
+    if not per_stage:
+        return record
+    step = take_out(model, list(per_stage.values()))
+    path = save_checkpoint(step.model, folder / "shallower.pt")
+    saved, reloaded = step.model.state_dict(), load_model(path).model.state_dict()
+    same = saved.keys() == reloaded.keys() and all(torch.equal(saved[k], reloaded[k]) for k in saved)
+    failed = [f"{c.name}: {c.detail}" for c in step.checks if not c.ok]
+    failed += [] if same else [f"{path.name} loads back with other weights than the shallower model's"]
+    record.update(
+        ok=not failed,
+        errors=[c.value for c in step.checks],
+        flops_removed=sum(r.flops for r in per_stage.values()),
+        error="; ".join(failed),
+    )
     return record
 
 
@@ -228,9 +268,9 @@ def _g(n: int) -> str:
 def table(records: list[dict]) -> str:
     head = (
         "| config | task | prunable / groups | pinned | pinned FLOPs | params M (before → after) "
-        "| GFLOPs (before → after) | max rel err (own / excited) | time s | result |"
+        "| GFLOPs (before → after) | max rel err (own / excited) | depth | time s | result |"
     )
-    rows = [head, "|" + "---|" * 10]
+    rows = [head, "|" + "---|" * 11]
     for r in records:
         groups = f"{r['prunable']} / {r['groups']}" if "groups" in r else "-"
         share = f"{100 * r['pinned_flops']:.1f} %" if "pinned_flops" in r else "-"
@@ -244,8 +284,19 @@ def table(records: list[dict]) -> str:
         )
         result = result.replace("|", "\\|")
         cells = [r["config"], r.get("task", "-"), groups, r.get("pinned", "-"), share, params, flops, err]
+        cells.append(_depth_cell(r.get("depth")))
         rows.append("| " + " | ".join(map(str, [*cells, f"{r['seconds']:.1f}", result])) + " |")
     return "\n".join(rows)
+
+
+def _depth_cell(d: dict | None) -> str:
+    if d is None:
+        return "-"
+    if not d["stages"]:
+        return f"0 / {d['repeated']} removable"
+    mark = "✓" if d["ok"] else "✗"
+    worst = max(d["errors"])
+    return f"{d['removable']} / {d['repeated']} removable; 1 per stage ×{d['stages']} {mark} {worst:.0e}"
 
 
 def markdown(records: list[dict], total: float) -> str:
@@ -262,6 +313,10 @@ def markdown(records: list[dict], total: float) -> str:
         "",
         "Pinned FLOPs: the FLOPs of the convolutions and linear layers whose output channels lie in a "
         "pinned group (one `prune` leaves as it is), over the model's FLOPs at its image size.",
+        "",
+        "Depth: removable / repeated blocks; then the least-changing removable block of every module "
+        "that has one removed from the unpruned model (one per stage), proved against the original with "
+        "those blocks as identity (✓: both depth checks pass, largest error shown) and saved and reloaded.",
         "",
         "## Pin reasons (groups pinned per reason; digits shown as N)",
         "",

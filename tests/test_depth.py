@@ -17,9 +17,12 @@ from yoloprune.pruning.depth import Block, Concat, identity_masked, remove_block
 from yoloprune.pruning.options import PruneOptions
 from yoloprune.pruning.verify import compare_outputs, excite
 from yoloprune.reports.analysis import analysis_report, to_json, to_markdown
+from yoloprune.workflows.data import make_digits
 from yoloprune.yolo.api import analyze, prune, verify
+from yoloprune.yolo.dataset import calibration_batches
 from yoloprune.yolo.depth import (
     blocks_named,
+    depth_request,
     repeated_blocks,
     take_out,
     width_options,
@@ -260,3 +263,16 @@ def test_analyze_lists_repeated_blocks_and_why_the_others_stay():
     text = to_markdown(r)
     assert "## Repeated blocks (depth)" in text and "2 of 4 repeated blocks can be removed whole" in text
     assert "| `model.6.m.0.m.1` | Bottleneck in C3k | 0.9% |  | no: Ultralytics' code builds" in text
+
+
+def test_block_importance_is_measured_on_calibration_images_when_given(tmp_path):
+    data = make_digits(tmp_path / "digits", images=8, imgsz=64).yaml
+    model = load_model("yolov8n.yaml").model
+    options = PruneOptions(0.2, depth=0.5, importance="taylor", calib_images=8, calib_imgsz=64)
+    chosen = depth_request(model, options, None, data=data)
+    assert len(chosen) == 5 and all(r.removable for r in chosen)
+    images = [(b["img"],) for b in calibration_batches(data, "detect", 64, 8)]
+    on_images = {r.path: r.change for r in repeated_blocks(model, batches=images)}
+    assert [r.change for r in chosen] == [on_images[r.path] for r in chosen]
+    assert sorted(on_images.values())[:5] == [r.change for r in chosen]
+    assert on_images != {r.path: r.change for r in repeated_blocks(model)}  # not the example input's

@@ -315,7 +315,8 @@ def prune(
     imgsz = imgsz_of(a)
     size_in = (ULTRALYTICS.example_inputs(a.model, seed=None)[0].new_zeros(1, 3, imgsz, imgsz),)
     asked, depth = options, None
-    removed_blocks = depth_request(a.model, options, scope_of(a.model, options.blocks, options.layers), plan)
+    scope = scope_of(a.model, options.blocks, options.layers)
+    removed_blocks = depth_request(a.model, options, scope, plan, data, imgsz)
     if removed_blocks:  # whole blocks first, proved; then channels of the shallower model
         depth = take_out(a.model, removed_blocks, options.seed)
         options = width_options(options, depth, size_in)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from ultralytics.nn.modules import block as B
 
 from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.graph.groups import covers
+from yoloprune.importance import NEEDS
 from yoloprune.pruning.allocate import Budget
 from yoloprune.pruning.count import count_flops, count_params, flops_by_module
 from yoloprune.pruning.depth import Block, Concat, Passage, observe, remove_and_compare, renamed
@@ -34,8 +36,9 @@ from yoloprune.pruning.options import Metric, PruneOptions
 from yoloprune.pruning.plan import plan_removed_blocks
 from yoloprune.pruning.verify import Equivalence, excited
 from yoloprune.yolo import adapter
-from yoloprune.yolo.adapter import ULTRALYTICS
+from yoloprune.yolo.adapter import ULTRALYTICS, model_task
 from yoloprune.yolo.check import Check
+from yoloprune.yolo.dataset import calibration_batches
 
 
 @dataclass(frozen=True)
@@ -411,16 +414,28 @@ def check_depth_request(found: Sequence[Repeated], fraction: float, scope: Itera
 
 
 def depth_request(
-    model: nn.Module, options: PruneOptions, scope: Iterable[str] | None, plan: str | None = None
+    model: nn.Module,
+    options: PruneOptions,
+    scope: Iterable[str] | None,
+    plan: str | None = None,
+    data: str | os.PathLike[str] | None = None,
+    imgsz: int = 640,
 ) -> list[Repeated]:
     """The blocks a prune removes before its channels: those a `plan` (JSON text) records, else the
-    `options.depth` fraction of the removable ones under `scope` that change their input least."""
+    `options.depth` fraction of the removable ones under `scope` that change their input least,
+    measured on `options.calib_images` images of the dataset YAML `data` when the criterion reads
+    one (else on the example input)."""
     if plan is not None:
         paths = plan_removed_blocks(plan)
         return blocks_named(repeated_blocks(model), paths) if paths else []
     if not options.depth:
         return []
-    found = repeated_blocks(model, options.exclude)
+    batches = None
+    if data is not None and NEEDS.get(options.importance):  # else the criterion refuses `data`
+        size = options.calib_imgsz or imgsz
+        found = calibration_batches(data, model_task(model), size, options.calib_images)
+        batches = ((b["img"],) for b in found)
+    found = repeated_blocks(model, options.exclude, batches)
     check_depth_request(found, options.depth, scope)
     return choose_blocks(found, options.depth, scope)
 
