@@ -375,6 +375,7 @@ def _ms(r: dict, key: str) -> float | None:
 def markdown(doc: dict, command: str) -> str:
     s, runs = doc["setup"], doc["runs"]
     base = runs["large"]
+    stepped = any(v.iterative for n, v in VARIANTS.items() if n in runs)
     one, every = (_ms(base, k) for k in ("ort_cpu_1_thread", "ort_cpu_all_threads"))
     lines = [
         "| run | epochs | mAP50-95 | mAP50 | P | R | params | GFLOPs | FLOPs cut | 1 thread ms | speed-up "
@@ -401,8 +402,9 @@ def markdown(doc: dict, command: str) -> str:
             "",
             f"Digits detection set ({s['images']} images, 20% val, {s['imgsz']}x{s['imgsz']}); training and "
             f"validation at {s['imgsz']}; epochs are each run's training budget in all (the pruned runs: "
-            f"{s['epochs']} for the parent plus {s['finetune']} of fine-tuning after a one-shot prune, or "
-            f"{s['finetune'] // s['steps']} after each of {s['steps']} steps; yoloprune's widths in "
+            f"{s['epochs']} for the parent plus {s['finetune']} of fine-tuning after a one-shot prune"
+            + (f", or {s['finetune'] // s['steps']} after each of {s['steps']} steps" if stepped else "")
+            + "; yoloprune's widths in "
             f"multiples of {doc['round_to']}). Every run: optimizer AdamW, lr0 0.002. Params, FLOPs and "
             "latency at 640x640. " + doc["bench"]["summary"],
             *notes(doc),
@@ -430,7 +432,7 @@ def notes(doc: dict) -> list[str]:
                 f"q/k dims per head {w['key_dim']}, v dims per head {w['head_dim']}, heads {w['heads']}."
             )
     load = max(doc["bench"]["load_average"])
-    if load >= cpus / 2:
+    if load > cpus:  # more runnable than CPUs, the timing itself included
         lines.append(
             f"The machine was shared while timing (load average up to {load:.2f} on {cpus} CPUs): the "
             "latency columns are noisy; FLOPs are the stable measure of cost."
