@@ -162,7 +162,7 @@ def check_depth(spec: tuple, ratio: float, depth: float, seed: int) -> None:
             return
         r = prune(path, options, check_onnx=False)
         assert r.ok and all(c.ok for c in r.checks), r.checks
-        assert r.depth is not None and r.depth.checks[1].value < 1e-4
+        assert r.depth is not None and r.depth.structural.max_rel_error < 1e-4
         shallower = r.depth.model
         rebuilt = DetectionModel(shallower.yaml, verbose=False).state_dict()
         mine = shallower.state_dict()
@@ -172,7 +172,7 @@ def check_depth(spec: tuple, ratio: float, depth: float, seed: int) -> None:
         assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
 
 
-@settings(FAST, max_examples=4)
+@settings(FAST, max_examples=10)
 @given(yaml_specs(repeats=3), st.floats(0.0, 0.7), st.floats(0.2, 1.0), st.integers(0, 2**16))
 def test_random_yamls_with_repeated_blocks_lose_blocks_and_channels_exactly(spec, ratio, depth, seed):
     check_depth(spec, ratio, depth, seed)

@@ -207,7 +207,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.dry_run:
         from yoloprune.reports.costs import block_costs, render_blocks
 
-        _print(render_blocks(block_costs(result.original, result.model, result.imgsz)))
+        first = result.depth.original if result.depth else result.original  # before blocks went too
+        _print(render_blocks(block_costs(first, result.model, result.imgsz)))
     if not result.ok:
         report = args.plan_in or "this command line, which makes the same plan"
         raise YoloPruneError(refusal(result.failed, SKIP, report))

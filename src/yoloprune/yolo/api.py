@@ -29,7 +29,7 @@ from yoloprune.pruning.allocate import measurer
 from yoloprune.pruning.choose import choose, select_groups
 from yoloprune.pruning.count import count_flops, count_params
 from yoloprune.pruning.latency import LatencyBudget
-from yoloprune.pruning.plan import Plan, PruneOptions, load_plan, plan_options
+from yoloprune.pruning.plan import Plan, PruneOptions, load_plan, plan_options, plan_removed_blocks
 from yoloprune.pruning.probe import probe
 from yoloprune.pruning.verify import (
     Equivalence,
@@ -311,7 +311,8 @@ def prune(
         options = PruneOptions()
     elif not isinstance(options, PruneOptions):
         raise TypeError(f"options must be a PruneOptions, e.g. PruneOptions(ratio=0.5); got {options!r}")
-    a = analysis or analyze(source, exclude=options.exclude)
+    removes_blocks = bool(plan_removed_blocks(plan)) if plan is not None else options.depth > 0
+    a = analysis or analyze(source, exclude=options.exclude, run_probe=not removes_blocks)  # probed after
     imgsz = imgsz_of(a)
     size_in = (ULTRALYTICS.example_inputs(a.model, seed=None)[0].new_zeros(1, 3, imgsz, imgsz),)
     asked, depth = options, None
@@ -351,7 +352,7 @@ def prune(
         with excited(original, _excitation_batch(original, options.seed), options.seed):
             _, _, structural = prune_and_compare(original, a.graph, chosen.removed, inputs, ULTRALYTICS)
     checks = (
-        *(depth.checks if depth else ()),
+        *((depth.check,) if depth else ()),
         _equivalence_check("equivalence", equivalence, "on its own weights"),
         _equivalence_check("structural", structural, "on signal-carrying weights"),
         *export_checks(pruned, original, onnx=check_onnx),
@@ -437,7 +438,7 @@ def verify(original: object, pruned: object, plan: str, *, check_onnx: bool = Tr
     widths = _where(differs, same_shapes, "every layer has the width the plan gives")
     weights = _where(differs, same_weights, "the original's weights, sliced by the plan (not fine-tuned)")
     checks = (
-        *(depth.checks if depth else ()),
+        *((depth.check,) if depth else ()),
         Check("shapes", same_shapes, detail=widths),
         Check("weights", same_weights, detail=weights),
         Check(

@@ -35,6 +35,7 @@ from yoloprune.pruning.depth import Block, Concat, Passage, observe, remove_and_
 from yoloprune.pruning.options import Metric, PruneOptions
 from yoloprune.pruning.plan import plan_removed_blocks
 from yoloprune.pruning.verify import Equivalence, excited
+from yoloprune.text import plural
 from yoloprune.yolo import adapter
 from yoloprune.yolo.adapter import ULTRALYTICS, model_task
 from yoloprune.yolo.check import Check
@@ -351,14 +352,16 @@ def record_depth(model: nn.Module, owners: Iterable[int]) -> None:
 
 @dataclass(frozen=True)
 class DepthStep:
-    """Blocks taken out of `original`, giving `model`, with the proof: `checks` holds the shallower
-    model against the masked original (each removed block replaced by identity), on the model's own
-    weights and on signal-carrying ones (see `verify.excite`)."""
+    """Blocks taken out of `original`, giving `model`, with the proof: the shallower model against
+    the masked original (each removed block replaced by identity) on the model's own weights
+    (`equivalence`) and on signal-carrying ones (`structural`, see `verify.excite`); `check` is both,
+    as the one row `prune` and `verify` report ("depth")."""
 
     original: nn.Module
     model: nn.Module
     removed: tuple[Repeated, ...]
-    checks: tuple[Check, ...]
+    equivalence: Equivalence
+    structural: Equivalence
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -369,6 +372,20 @@ class DepthStep:
     def blocks(self) -> tuple[Block, ...]:
         return tuple(b for r in self.removed for b in r.blocks)
 
+    @property
+    def check(self) -> Check:
+        own, st = self.equivalence, self.structural
+        ok = own.ok and st.ok
+        detail = (
+            f"{plural(len(self.removed), 'block')} removed: max rel error {own.max_rel_error:.2g} on its "
+            f"own weights, {st.max_rel_error:.2g} on signal-carrying weights (tolerance {own.tolerance:g})"
+        )
+        if not ok:
+            detail += (
+                ": the shallower model does not compute what the original computes with them as identity"
+            )
+        return Check("depth", ok, max(own.max_rel_error, st.max_rel_error), None, own.tolerance, detail)
+
 
 def take_out(original: nn.Module, removed: Sequence[Repeated], seed: int = 0) -> DepthStep:
     """Remove `removed` from a copy of `original`, record the counts in its YAML, and prove it.
@@ -377,8 +394,8 @@ def take_out(original: nn.Module, removed: Sequence[Repeated], seed: int = 0) ->
         >>> from yoloprune.yolo.io import load_model
         >>> model = load_model("yolov8n.yaml").model
         >>> step = take_out(model, [r for r in repeated_blocks(model) if r.path == "model.4.m.1"])
-        >>> len(step.model.model[4].m), [c.ok for c in step.checks]
-        (1, [True, True])
+        >>> len(step.model.model[4].m), step.check.ok
+        (1, True)
     """
     blocks = [b for r in removed for b in r.blocks]
     inputs = ULTRALYTICS.example_inputs(original, seed=seed)
@@ -386,20 +403,7 @@ def take_out(original: nn.Module, removed: Sequence[Repeated], seed: int = 0) ->
     with excited(original, ULTRALYTICS.example_inputs(original, batch=4, seed=seed + 1), seed):
         _, structural = remove_and_compare(original, blocks, inputs, ULTRALYTICS)
     record_depth(shallower, (r.owner for r in removed))
-    checks = (
-        _check("depth", own, "on its own weights"),
-        _check("depth structural", structural, "on signal-carrying weights"),
-    )
-    return DepthStep(original, shallower, tuple(removed), checks)
-
-
-def _check(name: str, eq: Equivalence, where: str) -> Check:
-    detail = f"blocks removed: max rel error {eq.max_rel_error:.3g} {where} (tolerance {eq.tolerance:g})"
-    if not eq.ok:
-        detail += (
-            ": the shallower model does not compute what the original with those blocks as identity computes"
-        )
-    return Check(name, eq.ok, eq.max_rel_error, None, eq.tolerance, detail)
+    return DepthStep(original, shallower, tuple(removed), own, structural)
 
 
 def check_depth_request(found: Sequence[Repeated], fraction: float, scope: Iterable[str] | None) -> None:
