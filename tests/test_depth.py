@@ -318,3 +318,11 @@ def test_block_importance_is_measured_on_calibration_images_when_given(tmp_path)
     assert [r.change for r in chosen] == [on_images[r.path] for r in chosen]
     assert sorted(on_images.values())[:5] == [r.change for r in chosen]
     assert on_images != {r.path: r.change for r in repeated_blocks(model)}  # not the example input's
+
+
+def test_a_selection_of_layers_follows_the_blocks_that_move_up():
+    options = PruneOptions(0.5, depth=1.0, layers=("model.6.m.0", "model.6.m.2.cv2.conv"))
+    r = prune(REPEATS, options, check_onnx=False)
+    assert r.ok and r.depth.paths == ("model.6.m.0",)
+    assert r.scope == ("model.6.m.1.cv2.conv",)  # what was model.6.m.2 before model.6.m.0 went
+    assert r.model.model[6].m[1].cv2.conv.out_channels < 16

@@ -28,6 +28,7 @@ from yoloprune.progress import phase
 from yoloprune.pruning.allocate import measurer
 from yoloprune.pruning.choose import choose, select_groups
 from yoloprune.pruning.count import count_flops, count_params
+from yoloprune.pruning.depth import renamed
 from yoloprune.pruning.latency import LatencyBudget
 from yoloprune.pruning.plan import Plan, PruneOptions, load_plan, plan_options, plan_removed_blocks
 from yoloprune.pruning.probe import probe
@@ -167,8 +168,12 @@ class PruneResult(Checked):
 
     @property
     def scope(self) -> tuple[str, ...] | None:
-        """The module paths `options.blocks` and `options.layers` select (None: the whole model)."""
-        return scope_of(self.original, self.options.blocks, self.options.layers)
+        """The module paths `options.blocks` and `options.layers` select (None: the whole model), in
+        `original` (the shallower model, when blocks were removed first)."""
+        layers = self.options.layers
+        if self.depth and layers is not None:
+            layers = renamed(layers, self.depth.blocks)
+        return scope_of(self.original, self.options.blocks, layers)
 
     def plan_json(self) -> str:
         extra = {"removed_blocks": list(self.depth.paths)} if self.depth else {}
