@@ -469,3 +469,24 @@ def test_resume_refusals(baseline, tmp_path) -> None:
     (run / "recipe.yaml").write_text((run / "recipe.yaml").read_text().replace("ratio: 0.5", "ratio: 0.4"))
     with pytest.raises(YoloPruneError, match="was the recipe edited"):
         schedule.run(None, run, resume=True)
+
+
+@pytest.mark.parametrize("depth", [0.3, 0.5, 1.0])
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_an_iterative_run_spreads_depth_over_its_steps(depth, steps):
+    left = 1.0
+    for k in range(1, steps + 1):
+        left *= 1 - schedule.step_depth(depth, k, steps)
+        assert left == pytest.approx(1 - depth * k / steps)
+
+
+def test_each_iterative_step_prunes_with_its_share_of_depth(monkeypatch):
+    recipe = recipe_from_dict(
+        {"version": 1, "schedule": "iterative", "model": "best.pt", "data": "d.yaml", "ratio": 0.4,
+         "steps": 2, "epochs": 1, "depth": 0.5}
+    )  # fmt: skip
+    asked = []
+    monkeypatch.setattr(schedule.api, "prune", lambda source, options, data=None: asked.append(options.depth))
+    for step in steps_of(recipe)[1:]:
+        schedule._prune(step, Path("best.pt"), recipe, (1, 1), (1, 1))
+    assert asked == [pytest.approx(0.25), pytest.approx(1 / 3)]

@@ -361,6 +361,19 @@ def _costs(model: nn.Module, imgsz: int) -> tuple[int, int]:
     return count_params(model), count_flops(model, (torch.zeros(1, 3, imgsz, imgsz),))
 
 
+def step_depth(depth: float, k: int, steps: int) -> float:
+    """The `depth` of step `k` of `steps`: the fraction of the current model's removable blocks that
+    brings the blocks removed in all to `depth * k / steps` of the original's (as a ratio is spread).
+
+    Example:
+        >>> [round(step_depth(0.5, k, 2), 3) for k in (1, 2)]  # a quarter, then a third of the rest
+        [0.25, 0.333]
+    """
+    if not depth or steps <= 1:
+        return depth
+    return 1 - (1 - depth * k / steps) / (1 - depth * (k - 1) / steps)
+
+
 def _latency_fraction(result: api.PruneResult) -> float | None:
     """The measured latency of a latency-target prune over its source's; None for other prunes."""
     budget = result.plan.budget
@@ -392,7 +405,10 @@ def _prune(
         if fraction >= 0.999:
             return None
         amount.update({"ratio": None, f"target_{metric.value}": fraction})
-    options = replace(recipe.options, **amount, blocks=step.blocks, layers=step.layers)
+    depth = recipe.options.depth
+    if recipe.schedule is not Schedule.LAYERWISE:  # a layerwise step's depth is its own scope's
+        depth = step_depth(depth, step.index, recipe.steps)
+    options = replace(recipe.options, **amount, blocks=step.blocks, layers=step.layers, depth=depth)
     needs_data = bool(NEEDS.get(options.importance)) or options.int8  # INT8 calibrates on the data
     try:
         return api.prune(str(source), options, data=recipe.data if needs_data else None)
