@@ -47,7 +47,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -294,35 +294,65 @@ def attention_widths(parent: nn.Module, pruned: nn.Module) -> dict[str, dict[str
     return widths
 
 
-def measure(s: Setup, work: Path, pair: Pair) -> dict:
-    """Train, prune and fine-tune every run of `pair` (or read the finished ones back), then time them."""
-    work.mkdir(parents=True, exist_ok=True)
-    if not (work / "digits").exists():
-        make_digits(work / "digits", images=s.images, imgsz=s.imgsz, seed=0)
-    data = work / "digits" / "data.yaml"
-    e, f = s.epochs, s.finetune
-    runs: dict[str, dict] = {}
+@dataclass
+class Arms:
+    """The runs of one benchmark: each made once and kept in `work/NAME` (`cached`), keyed by what it
+    is and the setup, so a benchmark that makes the same run with the same words reads it back."""
 
-    def arm(name: str, what: str, epochs: int, make: Callable[[Path], Path | tuple[Path, dict]]) -> None:
-        print(f"[{len(runs) + 1}/{2 + len(pair.variants) + 2 * pair.rivals}] {name}: {what}", flush=True)
+    work: Path
+    s: Setup
+    total: int
+    runs: dict[str, dict] = field(default_factory=dict)
+
+    def __call__(
+        self, name: str, what: str, epochs: int, make: Callable[[Path], Path | tuple[Path, dict]]
+    ) -> None:
+        print(f"[{len(self.runs) + 1}/{self.total}] {name}: {what}", flush=True)
 
         def record() -> dict:
-            made = make(work / name)
+            made = make(self.work / name)
             checkpoint, extra = made if isinstance(made, tuple) else (made, {})
             return {"checkpoint": str(checkpoint), "epochs": epochs, **extra}
 
-        runs[name] = cached(work / name, {"what": what, "setup": asdict(s), "train": train_args(s)}, record)
-        print(f"    done in {runs[name]['seconds']:.0f} s", flush=True)
+        key = {"what": what, "setup": asdict(self.s), "train": train_args(self.s)}
+        self.runs[name] = cached(self.work / name, key, record)
+        print(f"    done in {self.runs[name]['seconds']:.0f} s", flush=True)
 
-    arm("large", f"{s.large} from scratch, {e} epochs", e, lambda out: from_scratch(s.large, data, e, out, s))
-    arm(
-        "small",
-        f"{s.small} from scratch, {e + f} epochs",
-        e + f,
-        lambda out: from_scratch(s.small, data, e + f, out, s),
-    )
-    parent = Path(runs["large"]["checkpoint"])
-    target = flops_of(runs["small"]["checkpoint"], s.imgsz) / flops_of(parent, s.imgsz)
+    def from_scratch(self, data: Path) -> tuple[Path, float]:
+        """The parent and the smaller model, trained from scratch: (the parent's checkpoint, the FLOPs
+        target, the smaller model's FLOPs over the parent's at the training size)."""
+        s, e, f = self.s, self.s.epochs, self.s.finetune
+        self(
+            "large",
+            f"{s.large} from scratch, {e} epochs",
+            e,
+            lambda out: from_scratch(s.large, data, e, out, s),
+        )
+        self(
+            "small",
+            f"{s.small} from scratch, {e + f} epochs",
+            e + f,
+            lambda out: from_scratch(s.small, data, e + f, out, s),
+        )
+        parent = Path(self.runs["large"]["checkpoint"])
+        return parent, flops_of(self.runs["small"]["checkpoint"], s.imgsz) / flops_of(parent, s.imgsz)
+
+
+def digits(s: Setup, work: Path) -> Path:
+    """The benchmark's dataset in `work` (generated once); its data YAML."""
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "digits").exists():
+        make_digits(work / "digits", images=s.images, imgsz=s.imgsz, seed=0)
+    return work / "digits" / "data.yaml"
+
+
+def measure(s: Setup, work: Path, pair: Pair) -> dict:
+    """Train, prune and fine-tune every run of `pair` (or read the finished ones back), then time them."""
+    data = digits(s, work)
+    e, f = s.epochs, s.finetune
+    arm = Arms(work, s, 2 + len(pair.variants) + 2 * pair.rivals)
+    runs = arm.runs
+    parent, target = arm.from_scratch(data)
     for variant in pair.variants:
         what = f"{VARIANTS[variant].setting(s.steps)}: to {target:.3f} of the FLOPs, {f} epochs"
         what += f", widths in multiples of {ROUND_TO}"

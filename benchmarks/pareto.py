@@ -38,20 +38,9 @@ os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
 
 import torch
 from _results import RESULTS, write_results
-from accuracy import (
-    FULL,
-    QUICK,
-    ROUND_TO,
-    WORK,
-    cached,
-    flops_of,
-    from_scratch,
-    run_torch_pruning,
-    train_args,
-)
+from accuracy import FULL, QUICK, ROUND_TO, WORK, Arms, cached, digits, run_torch_pruning, train_args
 
 from yoloprune.reports.plots import pyplot, save_figure
-from yoloprune.workflows.data import make_digits
 from yoloprune.workflows.evaluate import bench
 from yoloprune.workflows.recipe import recipe_from_dict
 from yoloprune.workflows.schedule import run
@@ -108,35 +97,11 @@ def latency_ratio(large: str, small: str, runs: int) -> float:
 
 
 def measure(s, work: Path) -> dict:
-    work.mkdir(parents=True, exist_ok=True)
-    if not (work / "digits").exists():
-        make_digits(work / "digits", images=s.images, imgsz=s.imgsz, seed=0)
-    data = work / "digits" / "data.yaml"
+    data = digits(s, work)
     e, f = s.epochs, s.finetune
-    runs: dict[str, dict] = {}
-    key = {"setup": asdict(s), "train": train_args(s)}
-
-    def arm(name: str, what: str, epochs: int, make) -> None:
-        print(f"[{len(runs) + 1}/6] {name}: {what}", flush=True)
-
-        def record() -> dict:
-            made = make(work / name)
-            checkpoint, extra = made if isinstance(made, tuple) else (made, {})
-            return {"checkpoint": str(checkpoint), "epochs": epochs, **extra}
-
-        runs[name] = cached(work / name, {"what": what, **key}, record)
-        print(f"    done in {runs[name]['seconds']:.0f} s", flush=True)
-
-    # The same arms (names, descriptions, keys) as accuracy.py's, so both benchmarks share them.
-    arm("large", f"{s.large} from scratch, {e} epochs", e, lambda out: from_scratch(s.large, data, e, out, s))
-    arm(
-        "small",
-        f"{s.small} from scratch, {e + f} epochs",
-        e + f,
-        lambda out: from_scratch(s.small, data, e + f, out, s),
-    )
-    parent = Path(runs["large"]["checkpoint"])
-    target = flops_of(runs["small"]["checkpoint"], s.imgsz) / flops_of(parent, s.imgsz)
+    arm = Arms(work, s, 6)
+    runs, key = arm.runs, {"setup": asdict(s), "train": train_args(s)}
+    parent, target = arm.from_scratch(data)  # the same runs as accuracy.py's: both benchmarks share them
     what = f"taylor, global: to {target:.3f} of the FLOPs, {f} epochs, widths in multiples of {ROUND_TO}"
     arm("yoloprune", what, e + f, lambda out: recipe_run(parent, data, out, s, target_flops=target))
     what = f"taylor, global, depth {DEPTH}: to {target:.3f} of the FLOPs, {f} epochs, widths in multiples of "

@@ -242,14 +242,6 @@ def test_choose_needs_a_timer_for_a_latency_target(v8n_small):
 # ---- on a real runtime ----
 
 
-def _real(tmp_path, monkeypatch, imgsz, **kwargs):
-    monkeypatch.setenv("YOLOPRUNE_CACHE_DIR", str(tmp_path / "cache"))
-    a = analyze("yolov8n.yaml")
-    a = dataclasses.replace(a, ckpt={"train_args": {"imgsz": imgsz}})
-    options = PruneOptions(threads=1, allocation="global", **kwargs)
-    return prune("yolov8n.yaml", options, analysis=a, check_onnx=False)
-
-
 def test_the_runtime_timer_times_layers_and_models_on_onnx_runtime(tmp_path, monkeypatch):
     """The real timer, fast: one-layer models by their cost (and cached), a pruned model against its
     original timed in turn, and the refusals that come before any work."""
