@@ -18,7 +18,7 @@ from yoloprune.graph.trace import trace
 from yoloprune.pruning.options import PruneOptions
 from yoloprune.pruning.verify import prune_and_compare
 from yoloprune.yolo.api import analyze, prune
-from yoloprune.yolo.attention import fix_attention, module_rule
+from yoloprune.yolo.attention import attention_parts, fix_attention, module_rule
 
 torch.manual_seed(0)
 
@@ -116,15 +116,7 @@ def test_a_rule_that_forgets_a_coupling_is_caught_by_the_check():
     """The proof does not trust the rule: a rule that lets q and k go separately fails it."""
 
     def careless(glue, m, x):  # reports value dims but not that q and k meet in their product
-        b, c, h, w = x.shape
-        qkv = m.qkv(x)
-        with glue.paused():
-            q, k, v = qkv.view(b, m.num_heads, m.key_dim * 2 + m.head_dim, h * w).split(
-                [m.key_dim, m.key_dim, m.head_dim], dim=2
-            )
-            attn = ((q * m.scale).transpose(-2, -1) @ k).softmax(dim=-1)
-            out = (v @ attn.transpose(-2, -1)).view(b, c, h, w)
-            v = v.reshape(b, c, h, w)
+        qkv, out, v = attention_parts(glue, m, x)
         heads = glue.elems(qkv).reshape(m.num_heads, -1)
         qe, ke, ve = np.split(heads, [m.key_dim, 2 * m.key_dim], axis=1)
         for e in (qe, ke, ve):

@@ -37,18 +37,22 @@ def _same_in_every_head(glue: Glue, heads: np.ndarray) -> None:
         glue.couple(heads[0], heads[h])
 
 
-def attention(glue: Glue, m: B.Attention, x: torch.Tensor) -> torch.Tensor:
-    """`Attention.forward` (the non-CoreML path), reporting its glue."""
+def attention_parts(glue: Glue, m: B.Attention, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What `Attention.forward` (the non-CoreML path) computes before `pe` and `proj`, its glue run
+    untraced: (qkv, the weighted values and the values, both viewed to the block's width)."""
     b, c, h, w = x.shape
-    n = h * w
     qkv = m.qkv(x)
     with glue.paused():
-        q, k, v = qkv.view(b, m.num_heads, m.key_dim * 2 + m.head_dim, n).split(
+        q, k, v = qkv.view(b, m.num_heads, m.key_dim * 2 + m.head_dim, h * w).split(
             [m.key_dim, m.key_dim, m.head_dim], dim=2
         )
         attn = ((q * m.scale).transpose(-2, -1) @ k).softmax(dim=-1)
-        out = (v @ attn.transpose(-2, -1)).view(b, c, h, w)
-        v = v.reshape(b, c, h, w)
+        return qkv, (v @ attn.transpose(-2, -1)).view(b, c, h, w), v.reshape(b, c, h, w)
+
+
+def attention(glue: Glue, m: B.Attention, x: torch.Tensor) -> torch.Tensor:
+    """`Attention.forward` (the non-CoreML path), reporting its glue."""
+    qkv, out, v = attention_parts(glue, m, x)
     heads = glue.elems(qkv).reshape(m.num_heads, -1)
     qe, ke, ve = np.split(heads, [m.key_dim, 2 * m.key_dim], axis=1)
     glue.couple(qe, ke)
