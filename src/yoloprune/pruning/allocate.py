@@ -30,7 +30,7 @@ from yoloprune.graph.adapter import PLAIN, ModelAdapter
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.graph.trace import Member
 from yoloprune.importance import Ranking
-from yoloprune.pruning.apply import apply_plan
+from yoloprune.pruning.apply import pruned_copy
 from yoloprune.pruning.copies import meta_copy
 from yoloprune.pruning.count import count_flops, count_params, flops_by_module
 from yoloprune.pruning.layers import slice_member
@@ -335,9 +335,7 @@ def measurer(
     `adapter.fix_attributes` brings Python attributes in line with the sliced widths."""
 
     def measure(removed: frozenset[int]) -> tuple[int, int]:
-        trial = meta_copy(model)
-        apply_plan(trial, graph, removed)
-        adapter.fix_attributes(trial)
+        trial, _ = pruned_copy(model, graph, removed, adapter, meta_copy)
         return count_params(trial), count_flops(trial, inputs)
 
     return measure

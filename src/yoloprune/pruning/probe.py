@@ -21,7 +21,7 @@ from yoloprune.graph.adapter import PLAIN, ModelAdapter
 from yoloprune.graph.groups import ChannelGraph, Group
 from yoloprune.graph.trace import Pin
 from yoloprune.progress import phase
-from yoloprune.pruning.apply import apply_plan
+from yoloprune.pruning.apply import pruned_copy
 from yoloprune.pruning.copies import meta_copy
 from yoloprune.pruning.verify import prune_and_compare
 from yoloprune.text import plural
@@ -77,9 +77,9 @@ def probe(
     """Return `graph` with a probe pin on every prunable group that cannot really be pruned."""
 
     def shapes(groups: list[Group]) -> str | None:
-        trial = meta_copy(model) if on_meta else copy.deepcopy(model)
-        apply_plan(trial, graph, _removal(groups))
-        adapter.fix_attributes(trial)
+        trial, _ = pruned_copy(
+            model, graph, _removal(groups), adapter, meta_copy if on_meta else copy.deepcopy
+        )
         with _innermost(trial) as running:
             try:
                 with torch.no_grad():

@@ -19,7 +19,7 @@ from torch import nn
 from yoloprune.graph.adapter import PLAIN, ModelAdapter
 from yoloprune.graph.groups import ChannelGraph
 from yoloprune.graph.trace import flat_tensors
-from yoloprune.pruning.apply import apply_plan
+from yoloprune.pruning.apply import pruned_copy
 from yoloprune.pruning.copies import shallow_copy
 from yoloprune.pruning.layers import input_weight, producing_tensors
 
@@ -250,9 +250,7 @@ def prune_and_compare(
 
     The pruned copy shares unsliced tensors with `model` unless `own` asks for a full copy (do so
     for a model that will be trained or handed to a user)."""
-    pruned = copy.deepcopy(model) if own else shallow_copy(model)
-    widths = apply_plan(pruned, graph, removed)
-    adapter.fix_attributes(pruned)
+    pruned, widths = pruned_copy(model, graph, removed, adapter, copy.deepcopy if own else shallow_copy)
     kept = kept_outputs(graph, removed)
     with masking(model, graph, removed) as masked:
         return pruned, widths, compare_outputs(pruned, masked, inputs, adapter, measure_signal, kept)

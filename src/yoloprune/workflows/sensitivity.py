@@ -14,7 +14,6 @@ plan (text, CSV, plot, plan JSON) is `reports.sensitivity`.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -36,7 +35,7 @@ from yoloprune.pruning.allocate import (
     meet_target,
 )
 from yoloprune.pruning.allocate import measurer as flops_measurer
-from yoloprune.pruning.apply import apply_plan
+from yoloprune.pruning.apply import pruned_copy
 from yoloprune.pruning.choose import select_groups
 from yoloprune.pruning.hull import HullAllocator, Tradeoff
 from yoloprune.pruning.options import resolve_round_to
@@ -142,9 +141,7 @@ def sensitivity(
             kept[i] = max(1, g.size - fraction_of(g.size, r))
             if kept[i] not in measured:
                 removed = alloc.removed(kept)
-                pruned = copy.deepcopy(a.model)
-                apply_plan(pruned, a.graph, removed)
-                ULTRALYTICS.fix_attributes(pruned)
+                pruned, _ = pruned_copy(a.model, a.graph, removed, ULTRALYTICS)
                 lost = np.array([np.isin(a.graph.layout[m], list(removed)).sum() for m in cost.members])
                 measured[int(kept[i])] = (score(pruned), round(cost.estimate(lost)[1]))
             kept_at.append(int(kept[i]))

@@ -14,7 +14,6 @@ machine times each layer shape once. A whole model is exported as `bench` export
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import os
@@ -30,7 +29,7 @@ from yoloprune.atomic import atomic_write
 from yoloprune.channel_blocks import cpuinfo
 from yoloprune.errors import OptionError, YoloPruneError
 from yoloprune.graph.groups import ChannelGraph
-from yoloprune.pruning.apply import apply_plan
+from yoloprune.pruning.apply import pruned_copy
 from yoloprune.pruning.latency import Layer
 from yoloprune.pruning.options import PruneOptions
 from yoloprune.runtimes import PACKAGES, Precision, Runtime, Setting, require
@@ -141,6 +140,15 @@ def layer_onnx(layer: Layer) -> bytes:
     return onnx.shape_inference.infer_shapes(model).SerializeToString()
 
 
+def medians(setting: Setting, paths: list[Path], runs: int, warmup: int, what: str) -> list[float]:
+    """Median milliseconds of each file in `paths`, timed in turn in `setting`; a runtime that cannot
+    run here is an error naming `what` could not be timed."""
+    timed = latency(setting, paths, runs, warmup)
+    if isinstance(timed, str):
+        raise YoloPruneError(f"{setting.title} cannot time {what} here: {timed}")
+    return [t.median_ms for t in timed]
+
+
 def time_layers(setting: Setting) -> TimeLayers:
     """A function timing one-layer models (`layer_onnx`) in `setting`, `CHUNK` at a time, each model's
     runs in turn with the others'; milliseconds, the median of `LAYER_RUNS`."""
@@ -153,10 +161,7 @@ def time_layers(setting: Setting) -> TimeLayers:
                 for i, layer in enumerate(layers[start : start + CHUNK], start):
                     paths.append(Path(work) / f"layer{i}.onnx")
                     paths[-1].write_bytes(layer_onnx(layer))
-                timed = latency(setting, paths, LAYER_RUNS, LAYER_WARMUP)
-                if isinstance(timed, str):
-                    raise YoloPruneError(f"{setting.title} cannot time layers here: {timed}")
-                ms += [t.median_ms for t in timed]
+                ms += medians(setting, paths, LAYER_RUNS, LAYER_WARMUP, "layers")
                 for path in paths:
                     path.unlink()
         return ms
@@ -191,10 +196,7 @@ class RuntimeTimer:
         return export(checkpoint, self._model_setting, self._imgsz, self._data)
 
     def _time(self, paths: list[Path]) -> list[float]:
-        timed = latency(self._model_setting, paths, RUNS, WARMUP)
-        if isinstance(timed, str):
-            raise YoloPruneError(f"{self.setting} cannot time the model here: {timed}")
-        return [t.median_ms for t in timed]
+        return medians(self._model_setting, paths, RUNS, WARMUP, "the model")
 
     def model(self, removed: frozenset[int]) -> tuple[float, float]:
         if self._exported is None:
@@ -202,9 +204,7 @@ class RuntimeTimer:
         if not removed:
             (ms,) = self._time([self._exported])
             return ms, ms
-        pruned = copy.deepcopy(self._original)
-        apply_plan(pruned, self._graph, removed)
-        ULTRALYTICS.fix_attributes(pruned)
+        pruned, _ = pruned_copy(self._original, self._graph, removed, ULTRALYTICS)
         self._count += 1
         pruned_ms, original_ms = self._time([self._export(pruned, f"check{self._count}"), self._exported])
         return pruned_ms, original_ms
