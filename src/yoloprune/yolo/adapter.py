@@ -66,6 +66,12 @@ def _example_inputs(model: nn.Module, batch: int = 1, seed: int | None = None) -
     return image_batch(max(64, 2 * s), batch, seed)
 
 
+def excitation_batch(model: nn.Module, seed: int) -> tuple[torch.Tensor]:
+    """The 4-image random batch `verify.excite` recalibrates a model's norms on (seeded apart from
+    the check's own input), for the checks on signal-carrying weights."""
+    return _example_inputs(model, batch=4, seed=seed + 1)
+
+
 ULTRALYTICS = ModelAdapter(_example_inputs, _select_outputs, _fix_attributes, _adapts_split, module_rule)
 
 

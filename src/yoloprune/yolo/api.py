@@ -43,7 +43,7 @@ from yoloprune.pruning.verify import (
     prune_and_compare,
 )
 from yoloprune.yolo import adapter
-from yoloprune.yolo.adapter import ULTRALYTICS
+from yoloprune.yolo.adapter import ULTRALYTICS, excitation_batch
 from yoloprune.yolo.calibrate import evidence_for
 from yoloprune.yolo.check import Check, Checked, ChecksFailed, export_checks
 from yoloprune.yolo.depth import DepthStep, depth_request, take_out, whole_budget, width_options
@@ -111,11 +111,7 @@ def scope_of(
 
 def excited_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     """A copy of `model` whose every channel carries input-dependent signal (see `excite`)."""
-    return excite(copy.deepcopy(model), _excitation_batch(model, seed), seed)
-
-
-def _excitation_batch(model: nn.Module, seed: int) -> tuple:
-    return ULTRALYTICS.example_inputs(model, batch=4, seed=seed + 1)
+    return excite(copy.deepcopy(model), excitation_batch(model, seed), seed)
 
 
 def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = True) -> Analysis:
@@ -142,7 +138,7 @@ def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = Tr
     graph = build_groups(t, exclude)
     if run_probe:
         inputs = ULTRALYTICS.example_inputs(model, seed=0)
-        with excited(model, _excitation_batch(model, 0)):  # BatchNorms restored afterwards
+        with excited(model, excitation_batch(model, 0)):  # BatchNorms restored afterwards
             graph = probe(model, graph, inputs, ULTRALYTICS)
     return Analysis(model, graph, loaded.source, loaded.task, loaded.ckpt, exclude)
 
@@ -354,7 +350,7 @@ def prune(
         pruned, widths, equivalence = prune_and_compare(
             original, a.graph, chosen.removed, inputs, ULTRALYTICS, measure_signal=True, own=True
         )
-        with excited(original, _excitation_batch(original, options.seed), options.seed):
+        with excited(original, excitation_batch(original, options.seed), options.seed):
             _, _, structural = prune_and_compare(original, a.graph, chosen.removed, inputs, ULTRALYTICS)
     checks = (
         *((depth.check,) if depth else ()),
@@ -438,7 +434,7 @@ def verify(original: object, pruned: object, plan: str, *, check_onnx: bool = Tr
     else:
         masked = masked_copy(a.model, a.graph, chosen.removed)
         eq = compare_outputs(model, masked, inputs, ULTRALYTICS, True, kept_outputs(a.graph, chosen.removed))
-    with excited(a.model, _excitation_batch(a.model, 0)):
+    with excited(a.model, excitation_batch(a.model, 0)):
         _, _, structural = prune_and_compare(a.model, a.graph, chosen.removed, inputs, ULTRALYTICS)
     widths = _where(differs, same_shapes, "every layer has the width the plan gives")
     weights = _where(differs, same_weights, "the original's weights, sliced by the plan (not fine-tuned)")

@@ -37,7 +37,7 @@ from yoloprune.pruning.plan import plan_removed_blocks
 from yoloprune.pruning.verify import Equivalence, excited
 from yoloprune.text import plural
 from yoloprune.yolo import adapter
-from yoloprune.yolo.adapter import ULTRALYTICS, model_task
+from yoloprune.yolo.adapter import ULTRALYTICS, excitation_batch, model_task
 from yoloprune.yolo.check import Check
 from yoloprune.yolo.dataset import calibration_batches
 
@@ -400,7 +400,7 @@ def take_out(original: nn.Module, removed: Sequence[Repeated], seed: int = 0) ->
     blocks = [b for r in removed for b in r.blocks]
     inputs = ULTRALYTICS.example_inputs(original, seed=seed)
     shallower, own = remove_and_compare(original, blocks, inputs, ULTRALYTICS, measure_signal=True, own=True)
-    with excited(original, ULTRALYTICS.example_inputs(original, batch=4, seed=seed + 1), seed):
+    with excited(original, excitation_batch(original, seed), seed):
         _, structural = remove_and_compare(original, blocks, inputs, ULTRALYTICS)
     record_depth(shallower, (r.owner for r in removed))
     return DepthStep(original, shallower, tuple(removed), own, structural)
