@@ -56,3 +56,30 @@ def test_attention_widths_reads_each_attention_module_before_and_after(yolov8n):
         "model.10.m.0.attn": {"qkv": [256, 96], "heads": [2, 2], "key_dim": [32, 8], "head_dim": [64, 32]}
     }
     assert attention_widths(yolov8n, yolov8n) == {}  # no attention: nothing reported
+
+
+def test_reach_sets_each_attention_model_against_yolov8n_on_both_axes():
+    from coverage import reach
+
+    def record(config: str, left: float, deep: float | None, status: str = "pass") -> dict:
+        both = {"flops": [100, round(100 * deep)], "ok": True} if deep is not None else None
+        return {
+            "config": config,
+            "status": status,
+            "flops": [100, round(100 * left)],
+            "depth": {"both": both},
+        }
+
+    records = [
+        record("yolov8n.yaml", 0.25, 0.20),
+        record("yolo12n.yaml", 0.30, 0.18),
+        record("yolo11n.yaml", 0.26, None),
+        record("yolo26n.yaml", 0.5, 0.5, status="fail"),  # a failed config is left out
+    ]
+    rows = reach(records)
+    assert rows[0] == "| config | channels 50% (yolov8n 25.0%) | + depth 0.5 (yolov8n 20.0%) |"
+    assert rows[2:] == [
+        "| yolo11n.yaml | 26.0% (1.04x) | - |",
+        "| yolo12n.yaml | 30.0% (1.20x) | 18.0% (0.90x) |",
+    ]
+    assert reach(records[1:]) == []  # no yolov8n, nothing to compare with

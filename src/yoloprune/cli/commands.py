@@ -162,6 +162,8 @@ def _prune_summary(result: PruneResult, replayed: str | None = None, head: str =
         ),
         *((c.name, f"{c.detail}: {_ok(c.ok)}") for c in result.checks if c.name not in EQUIVALENCE),
     ]
+    if result.splits:
+        rows.insert(3, ("split", _depth_search(result)))
     b = plan.budget
     if b is not None and b.metric.value == "latency":
         ms = b.original
@@ -180,6 +182,20 @@ def _prune_summary(result: PruneResult, replayed: str | None = None, head: str =
     chosen = f"{scope}; {amount}, {opts.allocation.value} allocation, importance {opts.importance}{rounding}"
     how = f"replaying {replayed}" if replayed else chosen
     return "\n".join([f"{head} {result.analysis.source} ({how}):", *(f"  {k:<12}{v}" for k, v in rows)])
+
+
+def _depth_search(result: PruneResult) -> str:
+    """`depth="auto"`: the split chosen and every split tried, with its prediction distortion."""
+    removed = len(result.depth.removed) if result.depth else 0
+    feasible = [s for s in result.splits if s.distortion is not None]
+    best = min(feasible, key=lambda s: (s.distortion, s.blocks))
+    tried = ", ".join(f"{s.blocks}: {s.distortion:.3g}" for s in feasible)
+    left = len(result.splits) - len(feasible)
+    cannot = f"; {plural(left, 'split')} could not meet the target" if left else ""
+    return (
+        f"auto: {plural(removed, 'block')} removed, then channels; prediction distortion "
+        f"{best.distortion:.3g} (blocks: distortion tried {tried}{cannot})"
+    )
 
 
 EQUIVALENCE = ("equivalence", "structural")  # the summary's equivalence row shows both

@@ -192,13 +192,15 @@ class PruneOptions:
     )
     layers: tuple[str, ...] | None = option(None, help="layer paths, e.g. model.2.cv1.conv", metavar="PATH")
     exclude: tuple[str, ...] = option((), help="layers never to prune", metavar="PATH")
-    depth: float = option(
+    depth: float | Literal["auto"] = option(
         0.0,
         help="fraction of the removable repeated blocks (C2f/C3k2/C3 bottlenecks, ...) to remove whole, "
-        "those that change their input least, before channels; 0: channels only",
+        "those that change their input least, before channels; 0: channels only; auto: with a target, "
+        "the count whose result's predictions differ least from the original's",
         within="[0, 1]",
         why="it is the fraction of the removable blocks to remove, e.g. 0.5",
-        metavar="F",
+        kind="a fraction such as 0.3, or auto",
+        metavar="F|auto",
     )
     calib_images: int = option(
         64, help="calibration images for taylor and act-*", within="[1, inf)", metavar="N"
@@ -243,6 +245,13 @@ class PruneOptions:
                 f"give one of `ratio`, `target_flops`, `target_params` and `target_latency`, not "
                 f"{' and '.join(given)} "
                 f"({', '.join(f'`{name}={getattr(self, name)!r}`' for name in given)})."
+            )
+        if self.depth == AUTO and (not targets or (self.latency is not None and self.latency.relative)):
+            raise OptionError(
+                "`depth='auto'` chooses how many blocks to remove on the way to a target: give "
+                "`target_flops`, `target_params` or `target_latency` in milliseconds"
+                + (f" (not `ratio={self.ratio!r}`)" if self.ratio is not None else "")
+                + ", or a fraction such as `depth=0.3`."
             )
         if self.ratio is None and not targets:
             object.__setattr__(self, "ratio", DEFAULT_RATIO)

@@ -99,9 +99,10 @@ def excited(model: nn.Module, inputs: tuple[torch.Tensor, ...], seed: int = 0) -
             m.load_state_dict(state)
 
 
-def _outputs(
+def eval_outputs(
     m: nn.Module, inputs: tuple[torch.Tensor, ...], select: Callable[[object], object], dtype: torch.dtype
 ) -> list:
+    """The tensors of `select(m(*inputs))`, run in eval mode in `dtype` (the model is put back after)."""
     was, own = m.training, next((p.dtype for p in m.parameters()), torch.float32)
     m.eval().to(dtype)
     try:
@@ -136,7 +137,7 @@ def _layer_outputs(m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[tuple
         for name, module in m.named_modules()
     ]
     try:
-        _outputs(m, inputs, lambda o: o, torch.float64)
+        eval_outputs(m, inputs, lambda o: o, torch.float64)
     finally:
         for h in hooks:
             h.remove()
@@ -222,16 +223,16 @@ def compare_outputs(
     Only `adapter.select_outputs(output)` is compared: the predictions.
     """
     select_outputs = adapter.select_outputs
-    b = _outputs(masked, inputs, select_outputs, torch.float32)
-    err = _difference(_outputs(pruned, inputs, select_outputs, torch.float32), b)
+    b = eval_outputs(masked, inputs, select_outputs, torch.float32)
+    err = _difference(eval_outputs(pruned, inputs, select_outputs, torch.float32), b)
     if TOLERANCE < err < float("inf"):
         err = _difference(
-            _outputs(pruned, inputs, select_outputs, torch.float64),
-            _outputs(masked, inputs, select_outputs, torch.float64),
+            eval_outputs(pruned, inputs, select_outputs, torch.float64),
+            eval_outputs(masked, inputs, select_outputs, torch.float64),
         )
     signal = None
     if measure_signal and err < float("inf"):
-        other = _outputs(masked, tuple(x.flip(-1) for x in inputs), select_outputs, torch.float32)
+        other = eval_outputs(masked, tuple(x.flip(-1) for x in inputs), select_outputs, torch.float32)
         signal = _difference(other, b)
     where = first_divergence(pruned, masked, inputs, kept) if err > TOLERANCE else None
     return Equivalence(err, len(b), signal=signal, first_divergence=where)

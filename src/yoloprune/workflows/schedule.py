@@ -41,7 +41,7 @@ from yoloprune.atomic import atomic_write
 from yoloprune.errors import OptionError, YoloPruneError, prefixed, unmarked
 from yoloprune.importance import NEEDS
 from yoloprune.pruning.count import count_flops, count_params
-from yoloprune.pruning.options import AMOUNT, Metric, latency_goal
+from yoloprune.pruning.options import AMOUNT, AUTO, Metric, latency_goal
 from yoloprune.text import plural
 from yoloprune.workflows.distill import check_teacher
 from yoloprune.workflows.finetune import check_data, conv_widths, finetune, training_args
@@ -361,15 +361,16 @@ def _costs(model: nn.Module, imgsz: int) -> tuple[int, int]:
     return count_params(model), count_flops(model, (torch.zeros(1, 3, imgsz, imgsz),))
 
 
-def step_depth(depth: float, k: int, steps: int) -> float:
+def step_depth(depth: float | str, k: int, steps: int) -> float | str:
     """The `depth` of step `k` of `steps`: the fraction of the current model's removable blocks that
-    brings the blocks removed in all to `depth * k / steps` of the original's (as a ratio is spread).
+    brings the blocks removed in all to `depth * k / steps` of the original's (as a ratio is spread);
+    "auto" stays "auto" (every step searches its own split for its own target).
 
     Example:
         >>> [round(step_depth(0.5, k, 2), 3) for k in (1, 2)]  # a quarter, then a third of the rest
         [0.25, 0.333]
     """
-    if not depth or steps <= 1:
+    if not depth or depth == AUTO or steps <= 1:
         return depth
     return 1 - (1 - depth * k / steps) / (1 - depth * (k - 1) / steps)
 

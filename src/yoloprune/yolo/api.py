@@ -9,11 +9,7 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import difflib
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,126 +17,45 @@ import torch
 from torch import nn
 
 from yoloprune.atomic import atomic_write
-from yoloprune.errors import OptionError, YoloPruneError
-from yoloprune.graph.groups import ChannelGraph, Group
-from yoloprune.graph.trace import TraceError, trace
+from yoloprune.errors import YoloPruneError
 from yoloprune.progress import phase
-from yoloprune.pruning.allocate import measurer
-from yoloprune.pruning.choose import choose, select_groups
 from yoloprune.pruning.count import count_flops, count_params
 from yoloprune.pruning.depth import renamed
 from yoloprune.pruning.latency import LatencyBudget
+from yoloprune.pruning.options import AUTO
 from yoloprune.pruning.plan import Plan, PruneOptions, load_plan, plan_options, plan_removed_blocks
-from yoloprune.pruning.probe import probe
+from yoloprune.pruning.split import Split
 from yoloprune.pruning.verify import (
     Equivalence,
     compare_outputs,
-    excite,
     excited,
     first_state_difference,
     kept_outputs,
     masked_copy,
     prune_and_compare,
 )
-from yoloprune.yolo import adapter
 from yoloprune.yolo.adapter import ULTRALYTICS, excitation_batch
-from yoloprune.yolo.calibrate import evidence_for
+from yoloprune.yolo.analyze import Analysis, analyze, excited_copy, imgsz_of, scope_of
 from yoloprune.yolo.check import Check, Checked, ChecksFailed, export_checks
-from yoloprune.yolo.depth import DepthStep, depth_request, take_out, whole_budget, width_options
+from yoloprune.yolo.depth import DepthStep, depth_request, take_out, whole_budget
 from yoloprune.yolo.io import check_checkpoint_name, load_model, save_checkpoint
+from yoloprune.yolo.request import search_depth, shape
 from yoloprune.yolo.safe import save_safe
 
+__all__ = [
+    "Analysis",
+    "PruneResult",
+    "Verification",
+    "analyze",
+    "check_outputs",
+    "excited_copy",
+    "imgsz_of",
+    "prune",
+    "scope_of",
+    "verify",
+]
+
 PathLike = str | os.PathLike[str]
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """A loaded model and its channel-dependency graph, with every pin: the tracer's, the probe's
-    (when `analyze` ran it) and the user's `exclude`."""
-
-    model: nn.Module
-    graph: ChannelGraph
-    source: str
-    task: str
-    ckpt: dict | None = None
-    exclude: tuple[str, ...] = ()  # the layers `analyze` was told to leave as they are
-
-    def group(self, group_id: int) -> Group:
-        return self.graph.groups[group_id]
-
-    def pinned(self, scope: Iterable[str] | None = None) -> list[Group]:
-        """The groups under `scope` (module paths; None: all) that `prune` leaves as they are; each
-        says why in `Group.reasons`. The analysis report shows exactly these."""
-        return [g for g in select_groups(self.graph, scope) if not g.prunable]
-
-
-def _suggest(name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
-    return f" Did you mean {', '.join(close)}?" if close else ""
-
-
-def check_layers(model: nn.Module, names: Iterable[str], field: str) -> None:
-    """Refuse module paths the model does not have, suggesting the closest real ones; the error names
-    the option `field` ("layers", "exclude") they were given as."""
-    modules = dict(model.named_modules())
-    for name in names:
-        if name not in modules:
-            raise OptionError(
-                f"`{field}={name!r}`: the model has no layer by that name.{_suggest(name, modules)} "
-                "The model's inventory (yoloprune.yolo.inventory) lists every layer's path."
-            )
-
-
-def scope_of(
-    model: nn.Module, blocks: Iterable[int] | None, layers: Iterable[str] | None
-) -> tuple[str, ...] | None:
-    """Module paths selected by block indices and layer names; None when neither is given."""
-    if blocks is None and layers is None:
-        return None
-    n = len(adapter.blocks(model))
-    paths = []
-    for b in blocks or ():
-        if not 0 <= int(b) < n:
-            raise OptionError(
-                f"`blocks={b}`: this model has blocks 0 to {n - 1}; pick indices in that range."
-            )
-        paths.append(adapter.block_path(int(b)))
-    check_layers(model, layers or (), "layers")
-    return (*paths, *(layers or ()))
-
-
-def excited_copy(model: nn.Module, seed: int = 0) -> nn.Module:
-    """A copy of `model` whose every channel carries input-dependent signal (see `excite`)."""
-    return excite(copy.deepcopy(model), excitation_batch(model, seed), seed)
-
-
-def analyze(source: object, *, exclude: Iterable[str] = (), run_probe: bool = True) -> Analysis:
-    """Load `source` (.pt, YAML, YOLO or nn.Module) and trace its channel-dependency graph.
-
-    Example:
-        >>> a = analyze("yolov8n.yaml")
-        >>> sum(g.prunable for g in a.graph.groups)
-        51
-    """
-    from yoloprune.graph.groups import build_groups
-
-    loaded = load_model(source)
-    model, exclude = loaded.model, tuple(exclude)
-    check_layers(model, exclude, "exclude")
-    example = ULTRALYTICS.example_inputs(model)
-    try:
-        with phase("tracing channel dependencies"):
-            t = trace(model, example, ULTRALYTICS)
-    except TraceError as e:
-        raise YoloPruneError(
-            f"{loaded.source}: {e}. The model must run on a {example[0].shape} input."
-        ) from e
-    graph = build_groups(t, exclude)
-    if run_probe:
-        inputs = ULTRALYTICS.example_inputs(model, seed=0)
-        with excited(model, excitation_batch(model, 0)):  # BatchNorms restored afterwards
-            graph = probe(model, graph, inputs, ULTRALYTICS)
-    return Analysis(model, graph, loaded.source, loaded.task, loaded.ckpt, exclude)
 
 
 @dataclass(frozen=True)
@@ -161,6 +76,7 @@ class PruneResult(Checked):
     imgsz: int
     checks: tuple[Check, ...]  # `ok`: all passed, so `save` writes; `failed`: those that did not
     depth: DepthStep | None = None  # whole blocks removed first: `original` is then the shallower model
+    splits: tuple[Split, ...] = ()  # `depth="auto"`: every split of blocks and channels tried
 
     @property
     def scope(self) -> tuple[str, ...] | None:
@@ -172,7 +88,9 @@ class PruneResult(Checked):
         return scope_of(self.original, self.options.blocks, layers)
 
     def plan_json(self) -> str:
-        extra = {"removed_blocks": list(self.depth.paths)} if self.depth else {}
+        extra: dict[str, object] = {"removed_blocks": list(self.depth.paths)} if self.depth else {}
+        if self.splits:
+            extra["depth_search"] = [s.as_json() for s in self.splits]
         return self.plan.to_json(self.analysis.source, self.options, **extra)
 
     def save(self, path: PathLike, format: str = "pt", *, plan: PathLike | None = None) -> Path:
@@ -246,22 +164,6 @@ def check_outputs(out: PathLike, plan: PathLike | None = None, format: str = "pt
             )
 
 
-def _explain_all_pinned(groups: list[Group]) -> str:
-    lines = []
-    for g in groups[:8]:
-        why = "; ".join(g.reasons)
-        lines.append(f"group {g.id} ({g.producers[0].module if g.producers else g.members[0].module}): {why}")
-    more = f" (and {len(groups) - 8} more)" if len(groups) > 8 else ""
-    return "; ".join(lines) + more
-
-
-def imgsz_of(analysis: Analysis) -> int:
-    """The image size the model was trained at (640 unless its checkpoint says otherwise)."""
-    args = (analysis.ckpt or {}).get("train_args") or {}
-    size = args.get("imgsz", 224 if analysis.task == "classify" else 640)
-    return int(size[0] if isinstance(size, (list, tuple)) else size)
-
-
 def prune(
     source: object,
     options: PruneOptions | None = None,
@@ -312,38 +214,19 @@ def prune(
         options = PruneOptions()
     elif not isinstance(options, PruneOptions):
         raise TypeError(f"options must be a PruneOptions, e.g. PruneOptions(ratio=0.5); got {options!r}")
-    removes_blocks = bool(plan_removed_blocks(plan)) if plan is not None else options.depth > 0
+    auto = plan is None and options.depth == AUTO
+    removes_blocks = bool(plan_removed_blocks(plan)) if plan is not None else bool(options.depth) and not auto
     a = analysis or analyze(source, exclude=options.exclude, run_probe=not removes_blocks)  # probed after
     imgsz = imgsz_of(a)
     size_in = (ULTRALYTICS.example_inputs(a.model, seed=None)[0].new_zeros(1, 3, imgsz, imgsz),)
-    asked, depth = options, None
     scope = scope_of(a.model, options.blocks, options.layers)
-    removed_blocks = depth_request(a.model, options, scope, plan, data, imgsz)
-    if removed_blocks:  # whole blocks first, proved; then channels of the shallower model
-        depth = take_out(a.model, removed_blocks, options.seed)
-        options = width_options(options, depth, size_in)
-        shallower = analyze(depth.model, exclude=options.exclude)
-        a = replace(shallower, source=a.source, task=a.task, ckpt=a.ckpt)
-    if plan is not None:
-        chosen = load_plan(a.graph, a.model, plan)
+    splits: tuple[Split, ...] = ()
+    if auto:
+        s, splits = search_depth(a, options, scope, data, size_in, imgsz)
     else:
-        groups = select_groups(a.graph, scope_of(a.model, options.blocks, options.layers))
-        if not any(g.prunable for g in groups):
-            raise YoloPruneError(
-                "nothing to prune: every group in the selection is pinned. " + _explain_all_pinned(groups)
-            )
-        measure = measurer(a.model, a.graph, size_in, ULTRALYTICS)
-        calib = (options.calib_images, options.calib_imgsz or imgsz)
-        with contextlib.ExitStack() as stack:
-            timer = None
-            if options.latency is not None:  # checked before the criterion's (maybe slow) evidence
-                from yoloprune.yolo.latency import runtime_timer  # the runtimes load only for this
-
-                timer = stack.enter_context(runtime_timer(a.model, a.graph, a.ckpt, options, imgsz, data))
-            evidence = evidence_for(a.model, a.graph, options.importance, data, groups, *calib)
-            chosen = choose(
-                a.graph, a.model, groups, options, evidence, inputs=size_in, measure=measure, timer=timer
-            )
+        blocks = depth_request(a.model, options, scope, plan, data, imgsz)
+        s = shape(a, blocks, options, data, size_in, imgsz, plan)
+    a, chosen, depth = s.analysis, s.chosen, s.depth
     original = a.model
     inputs = ULTRALYTICS.example_inputs(original, seed=options.seed)
     with phase("verification: the pruned model against the masked original"):
@@ -364,8 +247,8 @@ def prune(
     if depth and not isinstance(chosen.budget, LatencyBudget):  # a latency budget: ms, measured as is
         chosen = replace(chosen, budget=whole_budget(chosen.budget, depth, size_in))
     return PruneResult(
-        pruned, original, a, chosen, asked, equivalence, structural, widths, params, flops, imgsz, checks,
-        depth,
+        pruned, original, a, chosen, options, equivalence, structural, widths, params, flops, imgsz, checks,
+        depth, splits,
     )  # fmt: skip
 
 

@@ -262,15 +262,15 @@ def _model_level(model: nn.Module, flops: dict[str, int]) -> list[Repeated]:
     return found
 
 
-def choose_blocks(found: Sequence[Repeated], fraction: float, scope: Iterable[str] | None) -> list[Repeated]:
-    """The `fraction` (rounded) of the removable blocks under `scope` (module paths; None: all) that
-    change their input least."""
+def ranked_blocks(found: Sequence[Repeated], scope: Iterable[str] | None) -> list[Repeated]:
+    """The removable blocks of `found` under `scope` (module paths; None: all), those that change
+    their input least first."""
     prefixes = None if scope is None else tuple(scope)
     pool = [
         r for r in found if r.removable and (prefixes is None or any(covers(p, r.path) for p in prefixes))
     ]
     pool.sort(key=lambda r: r.change)  # stable: equal changes keep the model's order
-    return pool[: round(fraction * len(pool))]
+    return pool
 
 
 def blocks_named(found: Sequence[Repeated], paths: Iterable[str], where: str = "plan") -> list[Repeated]:
@@ -408,13 +408,33 @@ def take_out(original: nn.Module, removed: Sequence[Repeated], seed: int = 0) ->
 
 def check_depth_request(found: Sequence[Repeated], fraction: float, scope: Iterable[str] | None) -> None:
     """Refuse `depth` when no block under the selection is removable, saying why."""
-    if fraction and not choose_blocks(found, 1.0, scope):
+    if fraction and not ranked_blocks(found, scope):
         why = "; ".join(f"{r.path}: {r.reason}" for r in found[:4] if not r.removable)
         raise OptionError(
             f"`depth={fraction!r}`: no repeated block in the selection can be removed"
             + (f" ({why})" if why else " (the model has no repeated blocks)")
             + ". Drop `depth`, or select blocks with removable repeated blocks."
         )
+
+
+def block_pool(
+    model: nn.Module,
+    options: PruneOptions,
+    scope: Iterable[str] | None,
+    data: str | os.PathLike[str] | None = None,
+    imgsz: int = 640,
+) -> list[Repeated]:
+    """The removable blocks under `scope`, those that change their input least first, measured on
+    `options.calib_images` images of the dataset YAML `data` when the criterion reads one (else on the
+    example input); refused when there are none."""
+    batches = None
+    if data is not None and NEEDS.get(options.importance):  # else the criterion refuses `data`
+        size = options.calib_imgsz or imgsz
+        found = calibration_batches(data, model_task(model), size, options.calib_images)
+        batches = ((b["img"],) for b in found)
+    found = repeated_blocks(model, options.exclude, batches)
+    check_depth_request(found, options.depth, scope)
+    return ranked_blocks(found, scope)
 
 
 def depth_request(
@@ -426,22 +446,14 @@ def depth_request(
     imgsz: int = 640,
 ) -> list[Repeated]:
     """The blocks a prune removes before its channels: those a `plan` (JSON text) records, else the
-    `options.depth` fraction of the removable ones under `scope` that change their input least,
-    measured on `options.calib_images` images of the dataset YAML `data` when the criterion reads
-    one (else on the example input)."""
+    `options.depth` fraction of `block_pool`."""
     if plan is not None:
         paths = plan_removed_blocks(plan)
         return blocks_named(repeated_blocks(model), paths) if paths else []
     if not options.depth:
         return []
-    batches = None
-    if data is not None and NEEDS.get(options.importance):  # else the criterion refuses `data`
-        size = options.calib_imgsz or imgsz
-        found = calibration_batches(data, model_task(model), size, options.calib_images)
-        batches = ((b["img"],) for b in found)
-    found = repeated_blocks(model, options.exclude, batches)
-    check_depth_request(found, options.depth, scope)
-    return choose_blocks(found, options.depth, scope)
+    pool = block_pool(model, options, scope, data, imgsz)
+    return pool[: round(options.depth * len(pool))]
 
 
 def _cost(model: nn.Module, metric: Metric, inputs: tuple[torch.Tensor, ...]) -> int:

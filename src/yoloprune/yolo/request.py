@@ -1,0 +1,153 @@
+"""The stages of a prune request before its proof: which whole blocks go (given by `depth`, replayed
+from a plan, or searched with `depth="auto"`), then which channels of the model that is left
+(`channels`). `prune` proves and packages what `shape` or `search_depth` returns.
+
+`depth="auto"` (see `yoloprune.pruning.split`): the removable blocks are ranked as for a `depth`
+fraction (least change first); for a few counts `k` the first `k` go and the channels meet the rest
+of the target; the split whose predictions differ least from the original's wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+from yoloprune.errors import YoloPruneError
+from yoloprune.graph.groups import Group
+from yoloprune.importance import NEEDS
+from yoloprune.progress import phase
+from yoloprune.pruning.allocate import measurer
+from yoloprune.pruning.apply import pruned_copy
+from yoloprune.pruning.choose import choose, select_groups
+from yoloprune.pruning.options import PruneOptions
+from yoloprune.pruning.plan import Plan, load_plan
+from yoloprune.pruning.split import Split, distortion, search_split
+from yoloprune.pruning.verify import eval_outputs
+from yoloprune.yolo.adapter import ULTRALYTICS, model_task
+from yoloprune.yolo.analyze import Analysis, analyze, scope_of
+from yoloprune.yolo.calibrate import evidence_for
+from yoloprune.yolo.dataset import calibration_batches
+from yoloprune.yolo.depth import DepthStep, Repeated, block_pool, take_out, width_options
+
+DISTORTION_IMAGES = 16  # calibration images the depth search compares predictions on
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a prune removes: `depth`, the blocks (None: none), then `chosen`, channels of
+    `analysis.model` (the shallower model when blocks went) chosen with `options` (the channel
+    step's: `layers`/`exclude` renamed, a target rescaled to the shallower model)."""
+
+    analysis: Analysis
+    options: PruneOptions
+    depth: DepthStep | None
+    chosen: Plan
+
+
+def _explain_all_pinned(groups: list[Group]) -> str:
+    lines = []
+    for g in groups[:8]:
+        why = "; ".join(g.reasons)
+        lines.append(f"group {g.id} ({g.producers[0].module if g.producers else g.members[0].module}): {why}")
+    more = f" (and {len(groups) - 8} more)" if len(groups) > 8 else ""
+    return "; ".join(lines) + more
+
+
+def channels(
+    a: Analysis,
+    options: PruneOptions,
+    data: str | os.PathLike[str] | None,
+    size_in: tuple[torch.Tensor, ...],
+    imgsz: int,
+) -> Plan:
+    """The channels of `a.model` that `options` remove (criterion, allocation, target), as a plan."""
+    groups = select_groups(a.graph, scope_of(a.model, options.blocks, options.layers))
+    if not any(g.prunable for g in groups):
+        raise YoloPruneError(
+            "nothing to prune: every group in the selection is pinned. " + _explain_all_pinned(groups)
+        )
+    measure = measurer(a.model, a.graph, size_in, ULTRALYTICS)
+    calib = (options.calib_images, options.calib_imgsz or imgsz)
+    with contextlib.ExitStack() as stack:
+        timer = None
+        if options.latency is not None:  # checked before the criterion's (maybe slow) evidence
+            from yoloprune.yolo.latency import runtime_timer  # the runtimes load only for this
+
+            timer = stack.enter_context(runtime_timer(a.model, a.graph, a.ckpt, options, imgsz, data))
+        evidence = evidence_for(a.model, a.graph, options.importance, data, groups, *calib)
+        return choose(
+            a.graph, a.model, groups, options, evidence, inputs=size_in, measure=measure, timer=timer
+        )
+
+
+def shape(
+    a: Analysis,
+    blocks: Sequence[Repeated],
+    options: PruneOptions,
+    data: str | os.PathLike[str] | None,
+    size_in: tuple[torch.Tensor, ...],
+    imgsz: int,
+    plan: str | None = None,
+) -> Shape:
+    """Remove `blocks` from `a.model` (proved, see `take_out`), then choose channels of what is left
+    as `options` say, or as `plan` (JSON text) records them."""
+    depth = None
+    if blocks:
+        depth = take_out(a.model, blocks, options.seed)
+        options = width_options(options, depth, size_in)
+        shallower = analyze(depth.model, exclude=options.exclude)
+        a = replace(shallower, source=a.source, task=a.task, ckpt=a.ckpt)
+    chosen = (
+        load_plan(a.graph, a.model, plan) if plan is not None else channels(a, options, data, size_in, imgsz)
+    )
+    return Shape(a, options, depth, chosen)
+
+
+def _images(
+    model: torch.nn.Module, options: PruneOptions, data: str | os.PathLike[str] | None, imgsz: int
+) -> list[tuple[torch.Tensor, ...]]:
+    """The inputs the depth search compares predictions on: calibration images of `data` when the
+    criterion reads a dataset, else the example input (as the blocks' importance is measured)."""
+    if data is None or not NEEDS.get(options.importance):
+        return [ULTRALYTICS.example_inputs(model, batch=2, seed=options.seed)]
+    size = options.calib_imgsz or imgsz
+    n = min(options.calib_images, DISTORTION_IMAGES)
+    return [(b["img"],) for b in calibration_batches(data, model_task(model), size, n)]
+
+
+def predictions(model: torch.nn.Module, images: Iterable[tuple[torch.Tensor, ...]]) -> list[torch.Tensor]:
+    """The model's predictions (eval mode, `ULTRALYTICS.select_outputs`) on every input of `images`."""
+    return [t for x in images for t in eval_outputs(model, x, ULTRALYTICS.select_outputs, torch.float32)]
+
+
+def search_depth(
+    a: Analysis,
+    options: PruneOptions,
+    scope: tuple[str, ...] | None,
+    data: str | os.PathLike[str] | None,
+    size_in: tuple[torch.Tensor, ...],
+    imgsz: int,
+) -> tuple[Shape, tuple[Split, ...]]:
+    """`depth="auto"`: the split between whole blocks and channels whose result's predictions differ
+    least from the original's (`yoloprune.pruning.split`), and every split tried."""
+    pool = block_pool(a.model, options, scope, data, imgsz)
+    images = _images(a.model, options, data, imgsz)
+    reference = predictions(a.model, images)
+    best: dict[tuple[float, int], Shape] = {}  # the least distortion so far (ties: fewer blocks)
+
+    def evaluate(k: int) -> float:
+        with phase(f"depth auto: {k} of {len(pool)} removable blocks, then channels"):
+            s = shape(a, pool[:k], options, data, size_in, imgsz)
+            pruned, _ = pruned_copy(s.analysis.model, s.analysis.graph, s.chosen.removed, ULTRALYTICS)
+            d = distortion(predictions(pruned, images), reference)
+        if not best or (d, k) < min(best):
+            best.clear()
+            best[d, k] = s
+        return d
+
+    _, tried = search_split(len(pool), evaluate)
+    return next(iter(best.values())), tried
