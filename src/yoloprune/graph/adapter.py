@@ -43,6 +43,10 @@ class Glue(Protocol):
       along dim 1; `rule` names the rule in the op log.
     - `pin(elems, reason)`: no prune may remove these elements (e.g. values the glue reads as a
       fixed number of heads or points, not as channels); `reason` says why, in terms of exactness.
+    - `fresh(n)`: `n` new elements, for a tensor the glue makes from untraced inputs (e.g. one
+      channel per class of a text prompt).
+    - `traced(t)`: whether `t` carries channel elements; a tensor from outside the traced inputs
+      (e.g. text embeddings a model holds) does not, until the rule labels it.
     """
 
     def paused(self) -> contextlib.AbstractContextManager[None]: ...
@@ -54,6 +58,10 @@ class Glue(Protocol):
     def pin(self, elems: np.ndarray, reason: str) -> None: ...
 
     def label(self, t: torch.Tensor, elems: np.ndarray, reads: Sequence[torch.Tensor], rule: str) -> None: ...
+
+    def fresh(self, n: int) -> np.ndarray: ...
+
+    def traced(self, t: torch.Tensor) -> bool: ...
 
 
 ModuleRule = Callable[..., object]  # (glue, module, *forward args) -> the module's output

@@ -117,6 +117,7 @@ class _Tracer(OpRules, TorchFunctionMode):
             self._func = None  # what the rule reports next is the module's, not an op's
 
     def elems(self, t: torch.Tensor) -> np.ndarray:
+        self._func = None  # a module rule is reporting: what it pins is the module's, not an op's
         v = self.info(t)
         if v is None:
             raise TraceError(f"a module rule in {self.stack[-1] or 'the model'} asked for an untraced tensor")
@@ -124,6 +125,9 @@ class _Tracer(OpRules, TorchFunctionMode):
 
     def couple(self, a: np.ndarray, b: np.ndarray) -> None:
         self.union(np.asarray(a).ravel(), np.asarray(b).ravel())
+
+    def traced(self, t: torch.Tensor) -> bool:
+        return self.info(t) is not None
 
     def label(self, t: torch.Tensor, elems: np.ndarray, reads: Sequence[torch.Tensor], rule: str) -> None:
         ins = [v for v in (self.info(r) for r in reads) if v is not None]

@@ -14,6 +14,8 @@ couple channels, which no op-level trace can see) and the attributes a pruned mo
   is unchanged.
 - `MSDeformAttn` (RT-DETR's decoder cross-attention): value dims, every head alike; its rule and
   attribute fix live in `deformable.py`.
+- YOLO-World's and YOLOE's text-guided modules (`MaxSigmoidAttnBlock`, `ImagePoolingAttn`, the
+  contrastive class heads): `world.py`.
 
 All are exact: the masked original zeroes a removed head's or pair's q and k (and v) where `qkv`
 makes them, and the verify check proves the pruned model computes the same.
@@ -29,6 +31,8 @@ from ultralytics.nn.modules.transformer import MSDeformAttn
 
 from yoloprune.graph.adapter import Glue, ModuleRule
 from yoloprune.yolo.deformable import deformable_attention, fix_deformable
+from yoloprune.yolo.world import RULES as WORLD_RULES
+from yoloprune.yolo.world import fix_world
 
 
 def _same_in_every_head(glue: Glue, heads: np.ndarray) -> None:
@@ -101,6 +105,7 @@ RULES: dict[type[nn.Module], ModuleRule] = {
     B.Attention: attention,
     B.AAttn: area_attention,
     MSDeformAttn: deformable_attention,
+    **WORLD_RULES,
 }
 
 
@@ -120,3 +125,5 @@ def fix_attention(module: nn.Module) -> None:
         module.all_head_dim = module.num_heads * module.head_dim
     elif type(module) is MSDeformAttn:
         fix_deformable(module)
+    else:
+        fix_world(module)
