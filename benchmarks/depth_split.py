@@ -10,7 +10,8 @@ channels-only and `depth: 0.3` runs the Pareto benchmark made are read back, not
 every run: the blocks removed, the prediction distortion of the pruned model before fine-tuning
 (`yoloprune.pruning.split.distortion` on the same 16 calibration images the search uses), and
 mAP50-95 after fine-tuning (Ultralytics validation on the val split at 96). The `auto` run also
-reports every split its search tried. Results: benchmarks/results/depth_split.{json,md}.
+reports every split its search tried; the smaller model trained from scratch for as many epochs is
+the bar. Results: benchmarks/results/depth_split.{json,md}.
 
 Run (from the repository root; needs the `bench` extra):
     PYTHONPATH=src .venv/bin/python benchmarks/depth_split.py
@@ -84,8 +85,18 @@ def measure(work: Path) -> dict:
             "distortion": distortion(predictions(pruned, images), reference),
             "map50_95": evaluate(r["checkpoint"], data, imgsz=s.imgsz).map50_95,
         }
+    small = {
+        **arm.runs["small"],
+        "map50_95": evaluate(arm.runs["small"]["checkpoint"], data, imgsz=s.imgsz).map50_95,
+    }
     seconds = sum(r["seconds"] for r in runs.values()) + time.perf_counter() - start
-    return {"setup": asdict(s), "target_flops": target, "runs": runs, "seconds": round(seconds, 1)}
+    return {
+        "setup": asdict(s),
+        "target_flops": target,
+        "runs": runs,
+        "small": small,
+        "seconds": round(seconds, 1),
+    }
 
 
 def markdown(doc: dict, command: str) -> str:
@@ -100,6 +111,10 @@ def markdown(doc: dict, command: str) -> str:
         lines.append(
             f"| {TITLES[name]} | {len(r['removed_blocks'])} | {r['distortion']:.3f} | {r['map50_95']:.3f} |"
         )
+    small = doc["small"]
+    lines.append(
+        f"| {s['small']} from scratch ({small['epochs']} epochs) | - | - | {small['map50_95']:.3f} |"
+    )
     search = runs["yoloprune-depth-auto"]["depth_search"] or []
     tried = ", ".join(
         f"{t['blocks']}: {t['distortion']:.3f}" if t["distortion"] is not None else f"{t['blocks']}: -"
