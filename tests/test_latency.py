@@ -312,25 +312,68 @@ def test_a_schedule_steps_down_the_measured_latency_geometrically(monkeypatch, t
         recipe_from_dict({**doc, "target_latency": 12})
 
 
-def test_depth_then_a_latency_target_in_milliseconds(v8n_small, monkeypatch):
-    """Blocks go first; the channel step meets the milliseconds on the shallower model, and its budget
-    stays in milliseconds measured there (not rescaled like a FLOPs fraction)."""
+@pytest.fixture
+def fake_runtime(v8n_small, monkeypatch):
+    """The runtime timer and the depth step's latency ratio, both on `FakeTimer`'s costs; the fake
+    original's milliseconds, and the ratios the depth step measured."""
     import contextlib
     from types import SimpleNamespace
 
     from yoloprune.yolo import latency
 
     a, inputs = v8n_small
-    goal = 0.5 * FakeTimer(a, inputs)._ms(frozenset())
+    ratios = []
 
     @contextlib.contextmanager
-    def fake(model, graph, ckpt, options, imgsz, data=None):
+    def timer(model, graph, ckpt, options, imgsz, data=None):
         yield FakeTimer(SimpleNamespace(model=model, graph=graph), inputs)
 
-    monkeypatch.setattr(latency, "runtime_timer", fake)
+    def ratio(original, shallower, ckpt, options, imgsz, data=None):
+        ms = [
+            FakeTimer(SimpleNamespace(model=m, graph=a.graph), inputs)._ms(frozenset())
+            for m in (original, shallower)
+        ]
+        ratios.append(ms[1] / ms[0])
+        return ratios[-1]
+
+    monkeypatch.setattr(latency, "runtime_timer", timer)
+    monkeypatch.setattr(latency, "latency_ratio", ratio)
+    return FakeTimer(a, inputs)._ms(frozenset()), ratios
+
+
+def _depth_prune(**kwargs):
     analysis = dataclasses.replace(analyze("yolov8n.yaml"), ckpt={"train_args": {"imgsz": 128}})
-    options = PruneOptions(target_latency=goal, depth=0.5, allocation="global")
-    r = prune("yolov8n.yaml", options, analysis=analysis, check_onnx=False)
+    return prune(
+        "yolov8n.yaml", PruneOptions(allocation="global", **kwargs), analysis=analysis, check_onnx=False
+    )
+
+
+def test_depth_then_a_latency_target_in_milliseconds(fake_runtime):
+    """Blocks go first; the channel step meets the milliseconds on the shallower model, and the budget
+    is reported against the original (its milliseconds: the shallower model's over the ratio)."""
+    original, ratios = fake_runtime
+    r = _depth_prune(target_latency=0.5 * original, depth=0.5)
     b = r.plan.budget
-    assert r.depth is not None and b.setting == "fake CPU"
-    assert abs(b.reached * b.original - goal) <= TOLERANCE * goal
+    assert r.depth is not None and b.setting == "fake CPU" and len(ratios) == 1 and ratios[0] < 1
+    assert b.original == pytest.approx(original) and abs(b.reached - 0.5) <= TOLERANCE * 0.5
+
+
+def test_depth_then_a_relative_latency_target_is_met_against_the_original(fake_runtime):
+    """A fraction is of the original's latency, blocks included: the channel step is asked for it over
+    what the blocks left (timed in turn), and the budget is reported against the original."""
+    original, _ = fake_runtime
+    r = _depth_prune(target_latency="0.5x", depth=0.5)
+    b = r.plan.budget
+    assert r.options.target_latency == "0.5x" and b.target == pytest.approx(0.5)
+    assert b.original == pytest.approx(original) and abs(b.reached - 0.5) <= TOLERANCE * 0.5
+    with pytest.raises(OptionError, match=r"alone runs at 0\.\d+x the original's latency, less than"):
+        _depth_prune(target_latency="0.99x", depth=1.0)
+
+
+def test_depth_auto_searches_the_split_for_a_latency_target(fake_runtime):
+    original, ratios = fake_runtime
+    r = _depth_prune(target_latency="0.6x", depth="auto")
+    assert len(r.splits) >= 5 and len(ratios) == sum(s.blocks > 0 for s in r.splits)
+    assert abs(r.plan.budget.reached - 0.6) <= TOLERANCE * 0.6 and r.plan.budget.original == pytest.approx(
+        original
+    )

@@ -67,6 +67,13 @@ class Glue(Protocol):
 ModuleRule = Callable[..., object]  # (glue, module, *forward args) -> the module's output
 
 
+def same_in_every_head(glue: Glue, heads: np.ndarray) -> None:
+    """Couple element (h, d) of `heads` (heads x dims) with (0, d) for every head h: dim d goes from
+    all heads or none, as a module that views its channels per head with one width needs."""
+    for h in range(1, len(heads)):
+        glue.couple(heads[0], heads[h])
+
+
 def _plain_inputs(model: nn.Module, batch: int = 1, seed: int | None = None) -> tuple[torch.Tensor]:
     return image_batch(64, batch, seed)
 

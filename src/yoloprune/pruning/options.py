@@ -246,10 +246,10 @@ class PruneOptions:
                 f"{' and '.join(given)} "
                 f"({', '.join(f'`{name}={getattr(self, name)!r}`' for name in given)})."
             )
-        if self.depth == AUTO and (not targets or (self.latency is not None and self.latency.relative)):
+        if self.depth == AUTO and not targets:
             raise OptionError(
                 "`depth='auto'` chooses how many blocks to remove on the way to a target: give "
-                "`target_flops`, `target_params` or `target_latency` in milliseconds"
+                "`target_flops`, `target_params` or `target_latency`"
                 + (f" (not `ratio={self.ratio!r}`)" if self.ratio is not None else "")
                 + ", or a fraction such as `depth=0.3`."
             )

@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,7 +21,6 @@ from yoloprune.errors import YoloPruneError
 from yoloprune.progress import phase
 from yoloprune.pruning.count import count_flops, count_params
 from yoloprune.pruning.depth import renamed
-from yoloprune.pruning.latency import LatencyBudget
 from yoloprune.pruning.options import AUTO
 from yoloprune.pruning.plan import Plan, PruneOptions, load_plan, plan_options, plan_removed_blocks
 from yoloprune.pruning.split import Split
@@ -37,7 +36,7 @@ from yoloprune.pruning.verify import (
 from yoloprune.yolo.adapter import ULTRALYTICS, excitation_batch
 from yoloprune.yolo.analyze import Analysis, analyze, excited_copy, imgsz_of, scope_of
 from yoloprune.yolo.check import Check, Checked, ChecksFailed, export_checks
-from yoloprune.yolo.depth import DepthStep, depth_request, take_out, whole_budget
+from yoloprune.yolo.depth import DepthStep, depth_request, take_out
 from yoloprune.yolo.io import check_checkpoint_name, load_model, save_checkpoint
 from yoloprune.yolo.request import search_depth, shape
 from yoloprune.yolo.safe import save_safe
@@ -244,8 +243,6 @@ def prune(
     first = depth.original if depth else original
     params = (count_params(first), count_params(pruned))
     flops = (count_flops(first, size_in), count_flops(pruned, size_in))
-    if depth and not isinstance(chosen.budget, LatencyBudget):  # a latency budget: ms, measured as is
-        chosen = replace(chosen, budget=whole_budget(chosen.budget, depth, size_in))
     return PruneResult(
         pruned, original, a, chosen, options, equivalence, structural, widths, params, flops, imgsz, checks,
         depth, splits,

@@ -29,16 +29,10 @@ from torch import nn
 from ultralytics.nn.modules import block as B
 from ultralytics.nn.modules.transformer import MSDeformAttn
 
-from yoloprune.graph.adapter import Glue, ModuleRule
+from yoloprune.graph.adapter import Glue, ModuleRule, same_in_every_head
 from yoloprune.yolo.deformable import deformable_attention, fix_deformable
 from yoloprune.yolo.world import RULES as WORLD_RULES
 from yoloprune.yolo.world import fix_world
-
-
-def _same_in_every_head(glue: Glue, heads: np.ndarray) -> None:
-    """Couple element (h, d) with (0, d) for every head h: a dim goes from all heads or none."""
-    for h in range(1, len(heads)):
-        glue.couple(heads[0], heads[h])
 
 
 def attention_parts(glue: Glue, m: B.Attention, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -60,9 +54,9 @@ def attention(glue: Glue, m: B.Attention, x: torch.Tensor) -> torch.Tensor:
     heads = glue.elems(qkv).reshape(m.num_heads, -1)
     qe, ke, ve = np.split(heads, [m.key_dim, 2 * m.key_dim], axis=1)
     glue.couple(qe, ke)
-    _same_in_every_head(glue, qe)
+    same_in_every_head(glue, qe)
     glue.couple(ve, glue.elems(x))  # value (h, d) is the block's channel h * head_dim + d
-    _same_in_every_head(glue, ve)
+    same_in_every_head(glue, ve)
     glue.label(out, ve, [qkv], "Attention: softmax(q k) weights v, viewed to the block's width")
     glue.label(v, ve, [qkv], "Attention: v viewed to the block's width")
     return m.proj(out + m.pe(v))

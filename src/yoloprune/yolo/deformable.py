@@ -20,7 +20,7 @@ import torch
 from ultralytics.nn.modules.transformer import MSDeformAttn
 from ultralytics.nn.modules.utils import multi_scale_deformable_attn_pytorch
 
-from yoloprune.graph.adapter import Glue
+from yoloprune.graph.adapter import Glue, same_in_every_head
 
 POINTS_REASON = (
     "MSDeformAttn's sampling offsets and attention weights are per head, level and point, and the "
@@ -62,8 +62,7 @@ def deformable_attention(
         out = multi_scale_deformable_attn_pytorch(heads, value_shapes, locations, attention_weights)
         out = out.transpose(1, 2)  # (bs, n_heads x head_dim, len_q): the glue labels dim 1
     channels = glue.elems(v).reshape(m.n_heads, -1)  # (n_heads, head_dim)
-    for h in range(1, m.n_heads):  # every head keeps the same head_dim: dim d goes from all at once
-        glue.couple(channels[0], channels[h])
+    same_in_every_head(glue, channels)  # every head keeps the same head_dim
     glue.pin(glue.elems(offsets), POINTS_REASON)
     glue.pin(glue.elems(weights), POINTS_REASON)
     glue.label(out, channels, [v, offsets, weights], "MSDeformAttn: each value channel sampled in its head")

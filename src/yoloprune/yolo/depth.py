@@ -32,6 +32,7 @@ from yoloprune.importance import NEEDS
 from yoloprune.pruning.allocate import Budget
 from yoloprune.pruning.count import count_flops, count_params, flops_by_module
 from yoloprune.pruning.depth import Block, Concat, Passage, observe, remove_and_compare, renamed
+from yoloprune.pruning.latency import LatencyBudget
 from yoloprune.pruning.options import Metric, PruneOptions
 from yoloprune.pruning.plan import plan_removed_blocks
 from yoloprune.pruning.verify import Equivalence, excited
@@ -460,20 +461,26 @@ def _cost(model: nn.Module, metric: Metric, inputs: tuple[torch.Tensor, ...]) ->
     return count_params(model) if metric is Metric.PARAMS else count_flops(model, inputs)
 
 
-def width_options(options: PruneOptions, step: DepthStep, inputs: tuple[torch.Tensor, ...]) -> PruneOptions:
+def width_options(
+    options: PruneOptions, step: DepthStep, inputs: tuple[torch.Tensor, ...], latency: float | None = None
+) -> PruneOptions:
     """The options of the channel step that follows `step`, on the shallower model: `layers` and
-    `exclude` renamed to its paths, and a params/FLOPs target (a fraction of the original) rescaled
-    to a fraction of the shallower model, so that the two steps together meet it. `inputs`: an image
-    at the model's training size."""
+    `exclude` renamed to its paths, and a target (a fraction of the original) rescaled to a fraction
+    of the shallower model, so that the two steps together meet it. `inputs`: an image at the model's
+    training size; `latency`: the shallower model's measured latency over the original's
+    (`yolo.latency.latency_ratio`), which a relative latency target needs (without it, as when a plan
+    is replayed, the latency target is left as it is)."""
     changes: dict[str, object] = {"exclude": renamed(options.exclude, step.blocks)}
     if options.layers is not None:
         changes["layers"] = renamed(options.layers, step.blocks)
-    latency = getattr(options, "latency", None)
-    if latency is not None and latency.relative:
-        raise OptionError(
-            f"`depth={options.depth!r}` with `target_latency={options.target_latency!r}`: a fraction would "
-            "be measured against the model after its blocks are removed; give milliseconds instead."
-        )
+    speed = options.latency
+    if speed is not None and speed.relative and latency is not None:
+        if speed.value / latency > 1:
+            raise OptionError(
+                f"`depth={options.depth!r}` alone runs at {latency:.2f}x the original's latency, less than "
+                f"`target_latency={options.target_latency!r}`; lower `depth` or raise the target."
+            )
+        changes["target_latency"] = f"{speed.value / latency:.6g}x"
     if options.target is not None:
         metric, value = options.target
         before, after = _cost(step.original, metric, inputs), _cost(step.model, metric, inputs)
@@ -487,12 +494,21 @@ def width_options(options: PruneOptions, step: DepthStep, inputs: tuple[torch.Te
     return dataclasses.replace(options, **changes)
 
 
-def whole_budget(budget: Budget | None, step: DepthStep, inputs: tuple[torch.Tensor, ...]) -> Budget | None:
-    """A channel step's `Budget` (fractions of the shallower model) as fractions of the original."""
+def whole_budget(
+    budget: Budget | None, step: DepthStep, inputs: tuple[torch.Tensor, ...], latency: float | None = None
+) -> Budget | None:
+    """A channel step's `Budget` (fractions of the shallower model) as fractions of the original; a
+    `LatencyBudget` with `latency`, the shallower model's measured latency over the original's
+    (without it, it is left as measured)."""
     if budget is None:
         return None
-    before = _cost(step.original, budget.metric, inputs)
-    scale = _cost(step.model, budget.metric, inputs) / before
+    if isinstance(budget, LatencyBudget):
+        if latency is None:
+            return budget
+        scale, before = latency, budget.original / latency
+    else:
+        before = _cost(step.original, budget.metric, inputs)
+        scale = _cost(step.model, budget.metric, inputs) / before
     return dataclasses.replace(
         budget,
         target=round(budget.target * scale, 12),

@@ -210,6 +210,19 @@ class RuntimeTimer:
         return pruned_ms, original_ms
 
 
+def _setting(options: PruneOptions, data: str | os.PathLike[str] | None) -> Setting:
+    """The runtime setting `options` time on; refuses a runtime that is not installed (naming what to
+    install) and INT8 without `data` to calibrate on, before any work."""
+    runtime = options.runtime or Runtime.ORT
+    require(runtime, options.int8)
+    if options.int8 and data is None:
+        raise OptionError(
+            "`int8` with `target_latency` times the INT8 model, which is calibrated on images of a dataset: "
+            "give `data`."
+        )
+    return Setting(runtime, Precision.INT8 if options.int8 else Precision.FP32, options.threads)
+
+
 @contextlib.contextmanager
 def runtime_timer(
     original: nn.Module,
@@ -220,15 +233,27 @@ def runtime_timer(
     data: str | os.PathLike[str] | None = None,
 ) -> Iterator[RuntimeTimer]:
     """The `RuntimeTimer` of `options`' runtime (ONNX Runtime when none), precision and threads, at
-    `imgsz`, its exports in a temporary folder removed afterwards. Refuses a runtime that is not
-    installed (naming what to install) and INT8 without `data` to calibrate on, before any work."""
-    runtime = options.runtime or Runtime.ORT
-    require(runtime, options.int8)
-    if options.int8 and data is None:
-        raise OptionError(
-            "`int8` with `target_latency` times the INT8 model, which is calibrated on images of a dataset: "
-            "give `data`."
-        )
-    setting = Setting(runtime, Precision.INT8 if options.int8 else Precision.FP32, options.threads)
+    `imgsz`, its exports in a temporary folder removed afterwards (see `_setting` for what it refuses)."""
+    setting = _setting(options, data)
     with tempfile.TemporaryDirectory(prefix="yoloprune-latency-") as work:
         yield RuntimeTimer(original, graph, ckpt, setting, imgsz, data, Path(work))
+
+
+def latency_ratio(
+    original: nn.Module,
+    shallower: nn.Module,
+    ckpt: dict | None,
+    options: PruneOptions,
+    imgsz: int,
+    data: str | os.PathLike[str] | None = None,
+) -> float:
+    """`shallower`'s latency over `original`'s on `options`' runtime setting at `imgsz`, the two timed
+    in turn (so a change in the machine's load cancels): how a depth step scales a latency target."""
+    setting = _setting(options, data)
+    with tempfile.TemporaryDirectory(prefix="yoloprune-latency-") as work:
+        paths = [
+            export(save_checkpoint(m, Path(work) / f"{name}.pt", source_ckpt=ckpt), setting, imgsz, data)
+            for name, m in (("original", original), ("shallower", shallower))
+        ]
+        before, after = medians(setting, paths, RUNS, WARMUP, "the model")
+    return after / before

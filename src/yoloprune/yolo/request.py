@@ -31,7 +31,7 @@ from yoloprune.yolo.adapter import ULTRALYTICS, model_task
 from yoloprune.yolo.analyze import Analysis, analyze, scope_of
 from yoloprune.yolo.calibrate import evidence_for
 from yoloprune.yolo.dataset import calibration_batches
-from yoloprune.yolo.depth import DepthStep, Repeated, block_pool, take_out, width_options
+from yoloprune.yolo.depth import DepthStep, Repeated, block_pool, take_out, whole_budget, width_options
 
 DISTORTION_IMAGES = 16  # calibration images the depth search compares predictions on
 
@@ -40,7 +40,8 @@ DISTORTION_IMAGES = 16  # calibration images the depth search compares predictio
 class Shape:
     """What a prune removes: `depth`, the blocks (None: none), then `chosen`, channels of
     `analysis.model` (the shallower model when blocks went) chosen with `options` (the channel
-    step's: `layers`/`exclude` renamed, a target rescaled to the shallower model)."""
+    step's: `layers`/`exclude` renamed, a target rescaled to the shallower model); `chosen.budget`
+    is against the original, blocks included."""
 
     analysis: Analysis
     options: PruneOptions
@@ -95,15 +96,23 @@ def shape(
 ) -> Shape:
     """Remove `blocks` from `a.model` (proved, see `take_out`), then choose channels of what is left
     as `options` say, or as `plan` (JSON text) records them."""
-    depth = None
+    depth, ratio = None, None
     if blocks:
         depth = take_out(a.model, blocks, options.seed)
-        options = width_options(options, depth, size_in)
+        if (
+            options.latency is not None and plan is None
+        ):  # the target is the original's: how fast is the rest?
+            from yoloprune.yolo.latency import latency_ratio  # the runtimes load only for this
+
+            ratio = latency_ratio(depth.original, depth.model, a.ckpt, options, imgsz, data)
+        options = width_options(options, depth, size_in, ratio)
         shallower = analyze(depth.model, exclude=options.exclude)
         a = replace(shallower, source=a.source, task=a.task, ckpt=a.ckpt)
-    chosen = (
-        load_plan(a.graph, a.model, plan) if plan is not None else channels(a, options, data, size_in, imgsz)
-    )
+    if plan is not None:
+        return Shape(a, options, depth, load_plan(a.graph, a.model, plan))
+    chosen = channels(a, options, data, size_in, imgsz)
+    if depth is not None:
+        chosen = replace(chosen, budget=whole_budget(chosen.budget, depth, size_in, ratio))
     return Shape(a, options, depth, chosen)
 
 

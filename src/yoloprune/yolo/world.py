@@ -22,18 +22,12 @@ import torch
 import torch.nn.functional as F
 from ultralytics.nn.modules import block as B
 
-from yoloprune.graph.adapter import Glue
+from yoloprune.graph.adapter import Glue, same_in_every_head
 
 TEXT_REASON = (
     "its channels meet the text embeddings' dims in a dot product, and the text encoder fixes that width "
     "(a class added later is embedded at the full width), so no prune of the image model can narrow it"
 )
-
-
-def _same_in_every_head(glue: Glue, heads: np.ndarray) -> None:
-    """Couple element (h, d) with (0, d) for every head h: a dim goes from all heads or none."""
-    for h in range(1, len(heads)):
-        glue.couple(heads[0], heads[h])
 
 
 def _text(glue: Glue, text: torch.Tensor) -> torch.Tensor:
@@ -65,9 +59,9 @@ def max_sigmoid_attention(
         out = (proj.view(bs, m.nh, -1, h, w) * aw.unsqueeze(2)).view(bs, -1, h, w)
     pairs = glue.elems(embed).reshape(m.nh, -1)
     glue.couple(pairs, glue.elems(text).reshape(m.nh, -1))
-    _same_in_every_head(glue, pairs)
+    same_in_every_head(glue, pairs)
     outputs = glue.elems(proj)
-    _same_in_every_head(glue, outputs.reshape(m.nh, -1))
+    same_in_every_head(glue, outputs.reshape(m.nh, -1))
     glue.label(
         out, outputs, [proj, embed, text], "MaxSigmoidAttnBlock: proj_conv weighted by its head's attention"
     )
