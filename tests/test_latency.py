@@ -290,6 +290,21 @@ def test_a_real_prune_on_onnx_runtime_measures_within_5_percent(tmp_path, monkey
     assert abs(pruned / original - 0.5) <= 0.05 * 0.5
 
 
+@pytest.mark.slow
+def test_a_real_prune_with_depth_meets_a_relative_target_against_the_original(tmp_path, monkeypatch):
+    """Blocks and channels on ONNX Runtime, one thread: the target is the original's latency, and
+    `bench` times the saved file against the original within 5% of it."""
+    from yoloprune.workflows.evaluate import bench
+
+    r = _real(tmp_path, monkeypatch, 256, target_latency="0.6x", depth=0.3)
+    b = r.plan.budget
+    assert r.depth is not None and b.target == pytest.approx(0.6) and abs(b.reached - 0.6) <= 0.05 * 0.6
+    r.save(tmp_path / "pruned.pt")
+    b = bench(["yolov8n.yaml", str(tmp_path / "pruned.pt")], imgsz=256, runtime="ort", threads=1, runs=100)
+    original, pruned = (row.latency["ort_cpu_1_thread"].median_ms for row in b.rows)
+    assert abs(pruned / original - 0.6) <= 0.05 * 0.6
+
+
 # ---- schedules ----
 
 
