@@ -385,6 +385,7 @@ def test_depth_then_a_relative_latency_target_is_met_against_the_original(fake_r
         _depth_prune(target_latency="0.99x", depth=1.0)
 
 
+@pytest.mark.slow  # auto's search is tested fast on a FLOPs target (test_split.py), depth + latency here
 def test_depth_auto_searches_the_split_for_a_latency_target(fake_runtime):
     original, ratios = fake_runtime
     r = _depth_prune(target_latency="0.6x", depth="auto")
