@@ -197,7 +197,8 @@ def _depth(model: torch.nn.Module, folder: Path) -> dict:
     """Repeated blocks, removable ones, and one removed per stage, proved and saved (module docstring)."""
     import torch
 
-    from yoloprune.yolo.depth import repeated_blocks, take_out
+    from yoloprune.yolo.depth import repeated_blocks
+    from yoloprune.yolo.depth_step import take_out
     from yoloprune.yolo.io import load_model, save_checkpoint
 
     found = repeated_blocks(model)

@@ -21,14 +21,8 @@ from yoloprune.reports.analysis import analysis_report, to_json, to_markdown
 from yoloprune.workflows.data import make_digits
 from yoloprune.yolo.api import analyze, prune, verify
 from yoloprune.yolo.dataset import calibration_batches
-from yoloprune.yolo.depth import (
-    blocks_named,
-    depth_request,
-    repeated_blocks,
-    take_out,
-    width_options,
-    yaml_repeats,
-)
+from yoloprune.yolo.depth import blocks_named, repeated_blocks
+from yoloprune.yolo.depth_step import depth_request, take_out, width_options, yaml_repeats
 from yoloprune.yolo.io import load_model, save_checkpoint
 
 REPEATS = str(Path(__file__).parent / "data" / "repeats.yaml")

@@ -36,7 +36,7 @@ from yoloprune.pruning.verify import (
 from yoloprune.yolo.adapter import ULTRALYTICS, excitation_batch
 from yoloprune.yolo.analyze import Analysis, analyze, excited_copy, imgsz_of, scope_of
 from yoloprune.yolo.check import Check, Checked, ChecksFailed, export_checks
-from yoloprune.yolo.depth import DepthStep, depth_request, take_out
+from yoloprune.yolo.depth_step import DepthStep, depth_request, take_out
 from yoloprune.yolo.io import check_checkpoint_name, load_model, save_checkpoint
 from yoloprune.yolo.request import search_depth, shape
 from yoloprune.yolo.safe import save_safe

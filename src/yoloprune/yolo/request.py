@@ -31,7 +31,8 @@ from yoloprune.yolo.adapter import ULTRALYTICS, model_task
 from yoloprune.yolo.analyze import Analysis, analyze, scope_of
 from yoloprune.yolo.calibrate import evidence_for
 from yoloprune.yolo.dataset import calibration_batches
-from yoloprune.yolo.depth import DepthStep, Repeated, block_pool, take_out, whole_budget, width_options
+from yoloprune.yolo.depth import Repeated
+from yoloprune.yolo.depth_step import DepthStep, block_pool, take_out, whole_budget, width_options
 
 DISTORTION_IMAGES = 16  # calibration images the depth search compares predictions on
 
