@@ -9,6 +9,7 @@ import pytest
 
 from yoloprune.errors import YoloPruneError
 from yoloprune.reports import analysis as report
+from yoloprune.reports import analysis_dot
 from yoloprune.reports.inventory import render_json, render_markdown, render_text
 from yoloprune.yolo.api import analyze
 from yoloprune.yolo.inventory import describe, inventory
@@ -137,7 +138,7 @@ def test_pinned_selection_is_explained(v8n):
     assert any("predictions" in p.reason for p in group.pinned_by)
     md = report.to_markdown(rep)
     assert "Nothing here can be pruned" in md and "**pinned: cannot be pruned**" in md
-    dot = report.to_dot(rep)
+    dot = analysis_dot.to_dot(rep)
     assert '"#d62728"' in dot and "pinned" in dot
 
 
@@ -166,7 +167,7 @@ def test_default_selection_is_every_block(v8n):
 
 
 def test_dot_clusters_blocks_and_dashes_breaks(blocks_1_2_3):
-    dot = report.to_dot(blocks_1_2_3)
+    dot = analysis_dot.to_dot(blocks_1_2_3)
     assert dot.startswith("digraph yoloprune {") and dot.rstrip().endswith("}")
     assert 'subgraph "cluster_model.2" {' in dot and 'label="layer 2 (C2f)";' in dot
     assert '"model.1.conv" -> "model.2.cv1.conv" [style=dashed' in dot
@@ -175,9 +176,9 @@ def test_dot_clusters_blocks_and_dashes_breaks(blocks_1_2_3):
 
 
 def test_svg_needs_graphviz(monkeypatch):
-    monkeypatch.setattr(report.shutil, "which", lambda name: None)
+    monkeypatch.setattr(analysis_dot.shutil, "which", lambda name: None)
     with pytest.raises(YoloPruneError, match="Graphviz"):
-        report.to_svg("digraph {}")
+        analysis_dot.to_svg("digraph {}")
 
 
 def test_unknown_selection_is_refused(v8n):

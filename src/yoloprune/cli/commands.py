@@ -114,6 +114,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from yoloprune.reports import analysis as report
+    from yoloprune.reports import analysis_dot
     from yoloprune.yolo import api
 
     o = _options(args)
@@ -122,9 +123,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.format == "json":
         _emit(report.to_json(r), args.out)
     elif args.format == "dot":
-        _emit(report.to_dot(r), args.out)
+        _emit(analysis_dot.to_dot(r), args.out)
     elif args.format == "svg":
-        _emit(report.to_svg(report.to_dot(r)), args.out)
+        _emit(analysis_dot.to_svg(analysis_dot.to_dot(r)), args.out)
     else:
         _emit(report.to_markdown(r), args.out)
     return 0

@@ -5,19 +5,17 @@ output channels and what a naive prune of that conv alone would break
 (`graph.explain.naive_breaks`), plus the selection's other groups (those a linear layer or no layer
 produces), so that its groups are exactly those `yoloprune prune --blocks/--layers` selects and
 its pinned groups exactly those prune leaves as they are (`Analysis.pinned`), each with its
-reasons. Renderers: JSON (the stable contract), Markdown (for people), Graphviz DOT and SVG.
+reasons. Renderers: JSON (the stable contract) and Markdown (for people) here; Graphviz DOT and
+SVG in `yoloprune.reports.analysis_dot`.
 Writing files is the caller's job (see `yoloprune.atomic`).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from yoloprune.errors import YoloPruneError
 from yoloprune.graph.explain import Break, naive_breaks
 from yoloprune.graph.groups import ChannelGraph, Group, covers
 from yoloprune.graph.trace import Member
@@ -137,14 +135,15 @@ def _verdict(report: Report, block: BlockInfo) -> str:
     return "prunable" if free == len(groups) else "not prunable" if free == 0 else "partly prunable"
 
 
-def _ranges_text(ranges: Sequence[tuple[int, int]], width: int) -> str:
+def ranges_text(ranges: Sequence[tuple[int, int]], width: int) -> str:
+    """Channel ranges as text: "all 64", or "0–15, 32–47 of 64"."""
     if len(ranges) == 1 and ranges[0] == (0, width):
         return f"all {width}"
     spans = ", ".join(f"{a}" if b == a + 1 else f"{a}–{b - 1}" for a, b in ranges)
     return f"{spans} of {width}"
 
 
-def _member_rows(report: Report, group: Group) -> list[tuple[Member, list[tuple[int, int]], int]]:
+def member_rows(report: Report, group: Group) -> list[tuple[Member, list[tuple[int, int]], int]]:
     """(member, its channel ranges, member width) in group order."""
     by_member: dict[Member, list[tuple[int, int]]] = {}
     for member, a, b in report.graph.ranges(group):
@@ -193,7 +192,7 @@ def to_json(report: Report) -> str:
                 "pinned_by": [{"member": p.member, "reason": p.reason} for p in g.pinned_by],
                 "members": [
                     {"module": m.module, "axis": m.axis, "start": a, "stop": b, "width": w}
-                    for m, ranges, w in _member_rows(report, g)
+                    for m, ranges, w in member_rows(report, g)
                     for a, b in ranges
                 ],
             }
@@ -225,8 +224,8 @@ def to_json(report: Report) -> str:
 def _group_md(report: Report, group: Group) -> list[str]:
     status = "prunable" if group.prunable else "**pinned: cannot be pruned**"
     rows = [
-        [f"`{m.module}`", m.axis, _ranges_text(r, w), f"×{sum(b - a for a, b in r) // group.size}"]
-        for m, r, w in _member_rows(report, group)
+        [f"`{m.module}`", m.axis, ranges_text(r, w), f"×{sum(b - a for a, b in r) // group.size}"]
+        for m, r, w in member_rows(report, group)
     ]
     lines = [
         f"**Group {group.id}** · {plural(group.size, 'channel')} · {status}. These layers lose channels "
@@ -426,86 +425,3 @@ def _ch(counts: Sequence[int]) -> str:
 def _group_count(report: Report, block: BlockInfo) -> str:
     groups = report.block_groups(block.index)
     return f"{sum(g.prunable for g in groups)}/{len(groups)}" if groups else "-"
-
-
-# -- Graphviz ---------------------------------------------------------------------------------------
-_PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22")
-_PINNED = "#d62728"
-
-
-def _q(text: str) -> str:
-    """A DOT string literal; newlines become DOT's `\\n` line breaks."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def _cluster_of(module: str) -> str:
-    """The block path a module lies in ("model.2" for "model.2.cv1.conv"), "" outside blocks."""
-    parts = module.split(".")
-    return ".".join(parts[:2]) if len(parts) >= 2 and parts[0] == "model" and parts[1].isdigit() else ""
-
-
-def to_dot(report: Report) -> str:
-    """Graphviz DOT: layers clustered by block, one hub node per group (pinned groups red) joined to
-    its members, and dashed arrows from each selected conv to what pruning it alone would break."""
-    types = report.graph.trace.module_types
-    modules: dict[str, None] = {}
-    edges: list[str] = []
-    for i, g in enumerate(report.groups):
-        color = _PINNED if not g.prunable else _PALETTE[i % len(_PALETTE)]
-        hub = _q(f"g{g.id}")
-        label = _q(f"group {g.id}\n{g.size} ch, {'prunable' if g.prunable else 'pinned'}")
-        edges.append(f'{hub} [shape=ellipse, color="{color}", fontcolor="{color}", label={label}];')
-        for m, ranges, w in _member_rows(report, g):
-            if types.get(m.module, "").startswith("BatchNorm"):
-                continue  # a norm always follows its conv; drawing it only adds clutter
-            modules[m.module] = None
-            span = _q(f"{m.axis} {_ranges_text(ranges, w)}")
-            edges.append(f'{_q(m.module)} -> {hub} [dir=none, color="{color}", label={span}, fontsize=8];')
-    for f in report.convs:
-        modules[f.conv.name] = None
-        for b in f.breaks:
-            modules[b.module] = None
-            label = _q(f"alone: expects {b.expected}, gets {b.got}")
-            style = f'style=dashed, color="#555555", label={label}, fontsize=8'
-            edges.append(f"{_q(f.conv.name)} -> {_q(b.module)} [{style}];")
-    selected = {c.conv.name for c in report.convs}
-    pinned = {m.module for g in report.groups if not g.prunable for m in g.producers}
-    clusters: dict[str, list[str]] = {}
-    for module in modules:
-        label = _q(f"{module}\n{types.get(module, '')}")
-        attrs = [f"label={label}"]
-        attrs += ["penwidth=2"] if module in selected else []
-        attrs += [f'color="{_PINNED}"'] if module in pinned else []
-        clusters.setdefault(_cluster_of(module), []).append(f"{_q(module)} [{', '.join(attrs)}];")
-    title = f"{report.source}, {report.selection}: groups (red = pinned), breaks of naive prunes (dashed)"
-    lines = [
-        "digraph yoloprune {",
-        "  rankdir=LR;",
-        '  node [shape=box, fontname="Helvetica", fontsize=10];',
-        '  edge [fontname="Helvetica"];',
-        f"  label={_q(title)};",
-    ]
-    for key, members in clusters.items():
-        if not key:
-            lines += [f"  {m}" for m in members]
-            continue
-        label = report.layer_names.get(key, key)
-        lines += [f"  subgraph {_q('cluster_' + key)} {{", f"    label={_q(label)};", "    color=gray70;"]
-        lines += [f"    {m}" for m in members] + ["  }"]
-    lines += [f"  {e}" for e in edges] + ["}"]
-    return "\n".join(lines) + "\n"
-
-
-def to_svg(dot_text: str) -> bytes:
-    """Render DOT with Graphviz's `dot` program, which must be on PATH."""
-    exe = shutil.which("dot")
-    if exe is None:
-        raise YoloPruneError(
-            "--format svg needs Graphviz's `dot` program, which is not on PATH. Install Graphviz "
-            "(e.g. `apt install graphviz` or `brew install graphviz`), or write --format dot and render "
-            "it elsewhere."
-        )
-    done = subprocess.run([exe, "-Tsvg"], input=dot_text.encode(), capture_output=True, check=False)
-    if done.returncode != 0:
-        raise YoloPruneError(f"Graphviz `dot` failed: {done.stderr.decode(errors='replace').strip()}")
-    return done.stdout
