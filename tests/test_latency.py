@@ -312,10 +312,11 @@ def test_a_schedule_steps_down_the_measured_latency_geometrically(monkeypatch, t
     """Each step aims at the same fraction of what is left, as the original's latency; a step prunes
     its source to that over what the earlier steps measured, and none when they already reached it."""
     from yoloprune.workflows import schedule
+    from yoloprune.workflows.steps import steps_of
 
     doc = {"version": 1, "schedule": "iterative", "model": "b.pt", "data": "d.yaml", "steps": 2}
     recipe = recipe_from_dict({**doc, "target_latency": "0.5x", "threads": 1})
-    steps = [s for s in schedule.steps_of(recipe) if s.kind == "prune"]
+    steps = [s for s in steps_of(recipe) if s.kind == "prune"]
     assert [s.latency for s in steps] == ["0.707107x", "0.5x"]
     assert steps[0].what == "prune every block to 71% of the original's latency"
     asked = []

@@ -26,7 +26,7 @@ from yoloprune.pruning.count import count_params
 from yoloprune.workflows import schedule
 from yoloprune.workflows.finetune import conv_widths
 from yoloprune.workflows.recipe import Schedule, load_recipe, recipe_from_cli, recipe_from_dict
-from yoloprune.workflows.schedule import steps_of
+from yoloprune.workflows.steps import step_depth, steps_of
 from yoloprune.yolo.io import load_model, save_checkpoint
 from yoloprune.yolo.validate import Metrics
 
@@ -476,7 +476,7 @@ def test_resume_refusals(baseline, tmp_path) -> None:
 def test_an_iterative_run_spreads_depth_over_its_steps(depth, steps):
     left = 1.0
     for k in range(1, steps + 1):
-        left *= 1 - schedule.step_depth(depth, k, steps)
+        left *= 1 - step_depth(depth, k, steps)
         assert left == pytest.approx(1 - depth * k / steps)
 
 

@@ -14,7 +14,7 @@ from yoloprune.cli.commands import _prune_summary
 from yoloprune.errors import OptionError
 from yoloprune.pruning.options import PruneOptions
 from yoloprune.pruning.split import distortion, grid, search_split
-from yoloprune.workflows.schedule import step_depth
+from yoloprune.workflows.steps import step_depth
 from yoloprune.yolo.api import excited_copy, prune
 from yoloprune.yolo.io import load_model
 
