@@ -11,7 +11,7 @@ every run: the blocks removed, the prediction distortion of the pruned model bef
 (`yoloprune.pruning.split.distortion` on the same 16 calibration images the search uses), and
 mAP50-95 after fine-tuning (Ultralytics validation on the val split at 96). The `auto` run also
 reports every split its search tried; the smaller model trained from scratch for as many epochs is
-the bar. Results: benchmarks/results/depth_split.{json,md}.
+the bar. Results: benchmarks/results/depth_split.{json,md,png}.
 
 Run (from the repository root; needs the `bench` extra):
     PYTHONPATH=src .venv/bin/python benchmarks/depth_split.py
@@ -30,11 +30,12 @@ os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported
 os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/yoloprune-bench/ultralytics")
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
 
-from _results import write_results
+from _results import RESULTS, write_results
 from accuracy import FULL, ROUND_TO, WORK, Arms, digits
 from pareto import DEPTH, recipe_run
 
 from yoloprune.pruning.split import distortion
+from yoloprune.reports.plots import pyplot, save_figure
 from yoloprune.yolo.dataset import calibration_batches
 from yoloprune.yolo.io import load_model
 from yoloprune.yolo.request import DISTORTION_IMAGES, predictions
@@ -139,6 +140,36 @@ def markdown(doc: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(doc: dict, path: Path) -> None:
+    """Left: the `auto` search's distortion for every split it tried (the chosen one ringed); right:
+    mAP50-95 of each run after fine-tuning, the smaller model's from scratch dashed."""
+    plt = pyplot()
+    runs, small = doc["runs"], doc["small"]
+    fig, (curve, bars) = plt.subplots(1, 2, figsize=(11, 4.2))
+    tried = [t for t in runs["yoloprune-depth-auto"]["depth_search"] or [] if t["distortion"] is not None]
+    chosen = len(runs["yoloprune-depth-auto"]["removed_blocks"])
+    curve.plot([t["blocks"] for t in tried], [t["distortion"] for t in tried], "o-", color="tab:blue")
+    best = [t for t in tried if t["blocks"] == chosen]
+    curve.scatter([chosen], [best[0]["distortion"]], s=160, facecolors="none", edgecolors="tab:red", zorder=3)
+    curve.set_xlabel("whole blocks removed before the channels")
+    curve.set_ylabel("prediction distortion before fine-tuning")
+    curve.set_title("depth auto: the splits tried (ringed: chosen)", fontsize=10)
+    names = list(runs)[::-1]
+    score = [runs[n]["map50_95"] for n in names]
+    lo = round(min([*score, small["map50_95"]]) - 0.02, 2)
+    bars.barh([TITLES[n] for n in names], [s - lo for s in score], left=lo, color="tab:green")
+    for y, s in enumerate(score):
+        bars.text(s + 0.001, y, f"{s:.3f}", va="center")
+    bars.axvline(small["map50_95"], color="gray", ls="--", lw=1)
+    bars.set_xlim(lo, max([*score, small["map50_95"]]) + 0.01)
+    bars.set_xlabel(f"mAP50-95 after fine-tuning (dashed: {doc['setup']['small']} from scratch)")
+    for ax in (curve, bars):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{doc['setup']['large']} pruned to {doc['setup']['small']}'s FLOPs: how many blocks")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -150,6 +181,7 @@ def main() -> None:
     text = markdown(doc, command)
     print(text)
     write_results("depth_split", doc, text)
+    plot(doc, RESULTS / "depth_split.png")
 
 
 if __name__ == "__main__":
