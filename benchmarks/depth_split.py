@@ -44,7 +44,10 @@ from yoloprune.yolo.validate import evaluate
 ARMS = {  # name -> (the words the Pareto benchmark keys its run by, recipe amount besides the target)
     "yoloprune": ("taylor, global: to {target:.3f} of the FLOPs", {}),
     "yoloprune-depth": (f"taylor, global, depth {DEPTH}: to {{target:.3f}} of the FLOPs", {"depth": DEPTH}),
-    "yoloprune-depth-auto": ("taylor, global, depth auto: to {target:.3f} of the FLOPs", {"depth": "auto"}),
+    "yoloprune-depth-auto": (  # blocks ranked by the distortion of removing each alone
+        "taylor, global, depth auto (blocks ranked by distortion): to {target:.3f} of the FLOPs",
+        {"depth": "auto"},
+    ),
 }
 TITLES = {
     "yoloprune": "channels only",

@@ -12,11 +12,15 @@ import torch
 
 from yoloprune.cli.commands import _prune_summary
 from yoloprune.errors import OptionError
+from yoloprune.pruning.depth import identity_masked
 from yoloprune.pruning.options import PruneOptions
 from yoloprune.pruning.split import distortion, grid, search_split
 from yoloprune.workflows.steps import step_depth
+from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import excited_copy, prune
+from yoloprune.yolo.depth import repeated_blocks
 from yoloprune.yolo.io import load_model
+from yoloprune.yolo.request import predictions
 
 REPEATS = str(Path(__file__).parent / "data" / "repeats.yaml")
 
@@ -95,6 +99,15 @@ def test_auto_chooses_the_least_distorting_split_proves_it_and_replays(signal_mo
     best = min(feasible, key=lambda s: (s.distortion, s.blocks))
     assert len({s.distortion for s in feasible}) > 1  # the currency tells the splits apart
     assert (len(r.depth.removed) if r.depth else 0) == best.blocks
+    images = [ULTRALYTICS.example_inputs(signal_model, batch=2, seed=0)]  # what the search measures on
+    reference = predictions(signal_model, images)
+    alone = {  # the distortion of removing each block alone: the search removes the least first
+        b.path: distortion(predictions(identity_masked(signal_model, b.blocks), images), reference)
+        for b in repeated_blocks(signal_model)
+        if b.removable
+    }
+    removed = set(r.depth.paths if r.depth else ())
+    assert all(alone[p] <= alone[q] for p in removed for q in set(alone) - removed)
     doc = json.loads(r.plan_json())
     assert doc["depth_search"] == [s.as_json() for s in r.splits]
     assert doc.get("removed_blocks", []) == list(r.depth.paths if r.depth else ())

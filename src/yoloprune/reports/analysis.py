@@ -410,8 +410,8 @@ def _repeated_md(repeated: Sequence[Repeated]) -> list[str]:
         "## Repeated blocks (depth)",
         "",
         f"{n} of {plural(len(repeated), 'repeated block')} can be removed whole (`--depth F` removes that "
-        "fraction of them, those that change their input least first; *change* is ||output - input|| / "
-        "||output|| on the example input):",
+        "fraction of them, those that change their input least first; with a target, `--depth auto` "
+        "chooses how many; *change* is ||output - input|| / ||output|| on the example input):",
         "",
         markdown_table(["Block", "Kind", "FLOPs", "Change", "Removable"], rows),
         "",

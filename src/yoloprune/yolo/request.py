@@ -2,9 +2,10 @@
 from a plan, or searched with `depth="auto"`), then which channels of the model that is left
 (`channels`). `prune` proves and packages what `shape` or `search_depth` returns.
 
-`depth="auto"` (see `yoloprune.pruning.split`): the removable blocks are ranked as for a `depth`
-fraction (least change first); for a few counts `k` the first `k` go and the channels meet the rest
-of the target; the split whose predictions differ least from the original's wins.
+`depth="auto"` (see `yoloprune.pruning.split`): the removable blocks are ranked by how far removing
+each alone moves the model's predictions (least first); for a few counts `k` the first `k` go and
+the channels meet the rest of the target; the split whose predictions differ least from the
+original's wins.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from yoloprune.progress import phase
 from yoloprune.pruning.allocate import measurer
 from yoloprune.pruning.apply import pruned_copy
 from yoloprune.pruning.choose import choose, select_groups
+from yoloprune.pruning.depth import identity_masked
 from yoloprune.pruning.options import PruneOptions
 from yoloprune.pruning.plan import Plan, load_plan
 from yoloprune.pruning.split import Split, distortion, search_split
@@ -143,10 +145,15 @@ def search_depth(
     imgsz: int,
 ) -> tuple[Shape, tuple[Split, ...]]:
     """`depth="auto"`: the split between whole blocks and channels whose result's predictions differ
-    least from the original's (`yoloprune.pruning.split`), and every split tried."""
-    pool = block_pool(a.model, options, scope, data, imgsz)
+    least from the original's (`yoloprune.pruning.split`), and every split tried. The blocks are
+    ranked in the same currency first: the distortion of removing each alone (the original with it
+    as identity), the least first, so a split of `k` removes the `k` that move the predictions least."""
     images = _images(a.model, options, data, imgsz)
     reference = predictions(a.model, images)
+    pool = block_pool(a.model, options, scope, data, imgsz)
+    with phase(f"depth auto: the distortion of removing each of {len(pool)} blocks alone"):
+        alone = [distortion(predictions(identity_masked(a.model, r.blocks), images), reference) for r in pool]
+    pool = [pool[i] for i in sorted(range(len(pool)), key=lambda i: (alone[i], i))]
     best: dict[tuple[float, int], Shape] = {}  # the least distortion so far (ties: fewer blocks)
 
     def evaluate(k: int) -> float:
