@@ -13,8 +13,11 @@ mAP50-95 after fine-tuning (Ultralytics validation on the val split at 96). The 
 reports every split its search tried; the smaller model trained from scratch for as many epochs is
 the bar. Results: benchmarks/results/depth_split.{json,md,png}.
 
+`--pair yolo11`: yolo11s pruned to yolo11n's FLOPs the same three ways (attention pruned as well), in
+the YOLO11 accuracy benchmark's work folder. Results: benchmarks/results/depth_split-yolo11.*.
+
 Run (from the repository root; needs the `bench` extra):
-    PYTHONPATH=src .venv/bin/python benchmarks/depth_split.py
+    PYTHONPATH=src .venv/bin/python benchmarks/depth_split.py [--pair yolo11]
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/yoloprune-bench/ultralytics")
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/yoloprune-bench/matplotlib")
 
 from _results import RESULTS, write_results
-from accuracy import FULL, ROUND_TO, WORK, Arms, digits
+from accuracy import PAIRS, ROUND_TO, WORK, Arms, Setup, digits
 from pareto import DEPTH, recipe_run
 
 from yoloprune.pruning.split import distortion
@@ -61,15 +64,16 @@ def plan_of(run: Path) -> dict:
     return json.loads((run / "run" / "steps" / "step1.plan.json").read_text())
 
 
-def measure(work: Path) -> dict:
-    s = FULL
+def measure(s: Setup, work: Path, prefix: str = "") -> dict:
+    """The runs (in `work`, each folder named `prefix` + its name: a prefix keeps them apart from
+    another benchmark's runs of the same name there) and what they measure."""
     data = digits(s, work)
     arm = Arms(work, s, 2 + len(ARMS))
     parent, target = arm.from_scratch(data)
     for name, (words, amount) in ARMS.items():
         what = words.format(target=target) + f", {s.finetune} epochs, widths in multiples of {ROUND_TO}"
         arm(
-            name,
+            prefix + name,
             what,
             s.epochs + s.finetune,
             lambda out, a=amount: recipe_run(parent, data, out, s, target_flops=target, **a),
@@ -79,7 +83,7 @@ def measure(work: Path) -> dict:
     start = time.perf_counter()
     runs = {}
     for name in ARMS:
-        r, folder = arm.runs[name], work / name
+        r, folder = arm.runs[prefix + name], work / (prefix + name)
         plan = plan_of(folder)
         pruned = load_model(folder / "run" / "steps" / "step1.pruned.pt").model
         runs[name] = {
@@ -176,15 +180,18 @@ def plot(doc: dict, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "--work", type=Path, default=WORK / "accuracy", help="the accuracy benchmark's work folder"
+        "--pair", choices=PAIRS, default="yolov8", help="yolov8s -> yolov8n (default) or yolo11s -> yolo11n"
     )
     args = ap.parse_args()
-    doc = measure(args.work)
-    command = "PYTHONPATH=src .venv/bin/python benchmarks/depth_split.py"
+    other = args.pair != "yolov8"
+    # yolov8: the Pareto benchmark's runs are read back; yolo11: apart from the accuracy benchmark's
+    doc = measure(PAIRS[args.pair].full, WORK / ("accuracy" + f"-{args.pair}" * other), "split-" * other)
+    name = "depth_split" + f"-{args.pair}" * other
+    command = "PYTHONPATH=src .venv/bin/python benchmarks/depth_split.py" + f" --pair {args.pair}" * other
     text = markdown(doc, command)
     print(text)
-    write_results("depth_split", doc, text)
-    plot(doc, RESULTS / "depth_split.png")
+    write_results(name, doc, text)
+    plot(doc, RESULTS / f"{name}.png")
 
 
 if __name__ == "__main__":
