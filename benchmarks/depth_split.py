@@ -8,10 +8,10 @@ setup: digits, 1000 images at 96x96, parent 40 epochs, 20 of fine-tuning; the re
 Taylor and global allocation, widths rounded to this CPU's channel block), so the parent and the
 channels-only and `depth: 0.3` runs the Pareto benchmark made are read back, not trained again. For
 every run: the blocks removed, the prediction distortion of the pruned model before fine-tuning
-(`yoloprune.pruning.split.distortion` on the same 16 calibration images the search uses), and
-mAP50-95 after fine-tuning (Ultralytics validation on the val split at 96). The `auto` run also
-reports every split its search tried; the smaller model trained from scratch for as many epochs is
-the bar. Results: benchmarks/results/depth_split.{json,md,png}.
+(`yoloprune.yolo.request.prediction_distortion`: the mean over the 16 calibration images the
+search uses), and mAP50-95 after fine-tuning (Ultralytics validation on the val split at 96). The
+`auto` run also reports every split its search tried; the smaller model trained from scratch for
+as many epochs is the bar. Results: benchmarks/results/depth_split.{json,md,png}.
 
 `--pair yolo11`: yolo11s pruned to yolo11n's FLOPs the same three ways (attention pruned as well), in
 the YOLO11 accuracy benchmark's work folder. Results: benchmarks/results/depth_split-yolo11.*.
@@ -37,18 +37,18 @@ from _results import RESULTS, write_results
 from accuracy import PAIRS, ROUND_TO, WORK, Arms, Setup, digits
 from pareto import DEPTH, recipe_run
 
-from yoloprune.pruning.split import distortion
 from yoloprune.reports.plots import pyplot, save_figure
 from yoloprune.yolo.dataset import calibration_batches
 from yoloprune.yolo.io import load_model
-from yoloprune.yolo.request import DISTORTION_IMAGES, predictions
+from yoloprune.yolo.request import DISTORTION_IMAGES, prediction_distortion, predictions
 from yoloprune.yolo.validate import evaluate
 
 ARMS = {  # name -> (the words the Pareto benchmark keys its run by, recipe amount besides the target)
     "yoloprune": ("taylor, global: to {target:.3f} of the FLOPs", {}),
     "yoloprune-depth": (f"taylor, global, depth {DEPTH}: to {{target:.3f}} of the FLOPs", {"depth": DEPTH}),
     "yoloprune-depth-auto": (  # blocks ranked by the distortion of removing each alone
-        "taylor, global, depth auto (blocks ranked by distortion): to {target:.3f} of the FLOPs",
+        "taylor, global, depth auto (blocks ranked by distortion, one-standard-error rule): "
+        "to {target:.3f} of the FLOPs",
         {"depth": "auto"},
     ),
 }
@@ -90,7 +90,7 @@ def measure(s: Setup, work: Path, prefix: str = "") -> dict:
             **r,
             "removed_blocks": plan.get("removed_blocks", []),
             "depth_search": plan.get("depth_search"),
-            "distortion": distortion(predictions(pruned, images), reference),
+            "distortion": prediction_distortion(pruned, images, reference).mean,
             "map50_95": evaluate(r["checkpoint"], data, imgsz=s.imgsz).map50_95,
         }
     small = {

@@ -14,13 +14,13 @@ from yoloprune.cli.commands import _prune_summary
 from yoloprune.errors import OptionError
 from yoloprune.pruning.depth import identity_masked
 from yoloprune.pruning.options import PruneOptions
-from yoloprune.pruning.split import distortion, grid, search_split
+from yoloprune.pruning.split import Measured, distortion, grid, search_split
 from yoloprune.workflows.steps import step_depth
 from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.api import excited_copy, prune
 from yoloprune.yolo.depth import repeated_blocks
 from yoloprune.yolo.io import load_model
-from yoloprune.yolo.request import predictions
+from yoloprune.yolo.request import prediction_distortion, predictions
 
 REPEATS = str(Path(__file__).parent / "data" / "repeats.yaml")
 
@@ -29,22 +29,37 @@ REPEATS = str(Path(__file__).parent / "data" / "repeats.yaml")
 def test_the_search_finds_the_least_of_a_valley_in_few_evaluations(best):
     calls = []
 
-    def evaluate(k: int) -> float:
+    def evaluate(k: int) -> Measured:
         calls.append(k)
-        return abs(k - best) + 0.01 * k
+        return Measured(abs(k - best) + 0.01 * k)
 
     found, tried = search_split(10, evaluate)
     assert found == best
     assert len(calls) == len(set(calls)) <= 9  # 5 on the grid, then at most 4 around the best
     assert [s.blocks for s in tried] == sorted(calls)
-    assert min(s.distortion for s in tried) == evaluate(best)
+    assert min(s.distortion for s in tried) == evaluate(best).mean
+
+
+def test_fewer_blocks_within_one_standard_error_of_the_least_are_chosen():
+    """A difference the images cannot tell apart does not justify removing more blocks."""
+    means = {0: 0.31, 2: 0.30, 5: 0.29, 8: 0.35, 10: 0.40, 3: 0.30, 4: 0.295, 6: 0.30, 7: 0.32, 1: 0.33}
+    for error, chosen in ((0.0, 5), (0.006, 4), (0.011, 2), (0.03, 0)):
+        found, tried = search_split(10, lambda k, e=error: Measured(means[k], e))
+        assert found == chosen, error
+        assert min(tried, key=lambda s: s.distortion).blocks == 5  # the least is still found
+
+
+def test_measured_is_a_mean_with_its_standard_error():
+    m = Measured.of([0.1, 0.2, 0.3, 0.4])
+    assert m.mean == pytest.approx(0.25) and m.error == pytest.approx(0.0645497, rel=1e-5)
+    assert Measured.of([0.3]) == Measured(0.3, 0.0)
 
 
 def test_infeasible_splits_are_kept_with_their_reason_and_never_chosen():
-    def evaluate(k: int) -> float:
+    def evaluate(k: int) -> Measured:
         if k < 3:
             raise OptionError(f"channels alone cannot reach it with {k} blocks")
-        return -k if k <= 8 else 100.0
+        return Measured(-k if k <= 8 else 100.0)
 
     found, tried = search_split(10, evaluate)
     assert found == 8
@@ -53,7 +68,7 @@ def test_infeasible_splits_are_kept_with_their_reason_and_never_chosen():
 
 
 def test_no_feasible_split_quotes_the_channel_only_error():
-    def evaluate(k: int) -> float:
+    def evaluate(k: int) -> Measured:
         raise OptionError(f"too far with {k}")
 
     message = "tried removing 0 to 4 whole blocks before the channels, and no split meets the target. "
@@ -96,13 +111,15 @@ def test_auto_chooses_the_least_distorting_split_proves_it_and_replays(signal_mo
     r = prune(signal_model, options, check_onnx=False)
     assert r.ok and r.options == options and abs(r.plan.budget.reached - 0.3) <= 0.3 * 0.02
     feasible = [s for s in r.splits if s.distortion is not None]
-    best = min(feasible, key=lambda s: (s.distortion, s.blocks))
+    least = min(feasible, key=lambda s: (s.distortion, s.blocks))
+    chosen = min(s.blocks for s in feasible if s.distortion <= least.distortion + least.error)
     assert len({s.distortion for s in feasible}) > 1  # the currency tells the splits apart
-    assert (len(r.depth.removed) if r.depth else 0) == best.blocks
+    assert all(s.error > 0 for s in feasible)  # two images: a mean and its standard error
+    assert (len(r.depth.removed) if r.depth else 0) == chosen
     images = [ULTRALYTICS.example_inputs(signal_model, batch=2, seed=0)]  # what the search measures on
     reference = predictions(signal_model, images)
     alone = {  # the distortion of removing each block alone: the search removes the least first
-        b.path: distortion(predictions(identity_masked(signal_model, b.blocks), images), reference)
+        b.path: prediction_distortion(identity_masked(signal_model, b.blocks), images, reference).mean
         for b in repeated_blocks(signal_model)
         if b.removable
     }

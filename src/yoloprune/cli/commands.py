@@ -189,13 +189,18 @@ def _depth_search(result: PruneResult) -> str:
     """`depth="auto"`: the split chosen and every split tried, with its prediction distortion."""
     removed = len(result.depth.removed) if result.depth else 0
     feasible = [s for s in result.splits if s.distortion is not None]
-    best = min(feasible, key=lambda s: (s.distortion, s.blocks))
+    chosen = next(s for s in feasible if s.blocks == removed)
+    least = min(feasible, key=lambda s: (s.distortion, s.blocks))
+    why = "the least"
+    if least is not chosen:
+        at = f"{least.distortion:.3g} at {least.blocks}"
+        why = f"the fewest blocks within one standard error of the least ({at})"
     tried = ", ".join(f"{s.blocks}: {s.distortion:.3g}" for s in feasible)
     left = len(result.splits) - len(feasible)
     cannot = f"; {plural(left, 'split')} could not meet the target" if left else ""
     return (
         f"auto: {plural(removed, 'block')} removed, then channels; prediction distortion "
-        f"{best.distortion:.3g} (blocks: distortion tried {tried}{cannot})"
+        f"{chosen.distortion:.3g} ± {chosen.error:.2g}, {why} (blocks: distortion tried {tried}{cannot})"
     )
 
 

@@ -23,22 +23,43 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from yoloprune.errors import OptionError
 
 
 @dataclass(frozen=True)
+class Measured:
+    """A distortion measured image by image: the `mean`, and its standard `error` (0 from one image)."""
+
+    mean: float
+    error: float = 0.0
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Measured:
+        """
+        Example:
+            >>> Measured.of([0.2, 0.4])
+            Measured(mean=0.30000000000000004, error=0.1)
+        """
+        v = np.asarray(values, dtype=float)
+        return cls(float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0)
+
+
+@dataclass(frozen=True)
 class Split:
     """One candidate of the search: `blocks` removed, then channels to the target; `distortion` of
-    the result's predictions against the original's (None: infeasible, and `reason` says why)."""
+    the result's predictions against the original's, the mean over the images, and its standard
+    `error` (None: infeasible, and `reason` says why)."""
 
     blocks: int
     distortion: float | None
+    error: float | None = None
     reason: str = ""
 
     def as_json(self) -> dict:
-        out: dict = {"blocks": self.blocks, "distortion": self.distortion}
+        out: dict = {"blocks": self.blocks, "distortion": self.distortion, "error": self.error}
         if self.reason:
             out["reason"] = self.reason
         return out
@@ -55,16 +76,19 @@ def grid(count: int, points: int = 5) -> list[int]:
 
 
 def search_split(
-    count: int, evaluate: Callable[[int], float], points: int = 5
+    count: int, evaluate: Callable[[int], Measured], points: int = 5
 ) -> tuple[int, tuple[Split, ...]]:
-    """The number of blocks in 0..`count` whose `evaluate` (the distortion; raising `OptionError`
-    when that split cannot meet the target) is least, and every candidate tried, in order of `blocks`.
-    Raises an `OptionError` quoting the channel-only split's when none is feasible.
+    """The number of blocks in 0..`count` to remove, by `evaluate` (the distortion of that split,
+    measured image by image; raising `OptionError` when the split cannot meet the target), and every
+    candidate tried, in order of `blocks`. The search closes in on the least mean distortion; the
+    choice is the fewest blocks whose mean is within one standard error of that least (the
+    one-standard-error rule: a difference the images cannot tell apart does not justify removing
+    more). Raises an `OptionError` quoting the channel-only split's when none is feasible.
 
     Example:
-        >>> best, tried = search_split(10, lambda k: (k - 6) ** 2)
+        >>> best, tried = search_split(10, lambda k: Measured((k - 6) ** 2, 1.5))
         >>> best, [s.blocks for s in tried]
-        (6, [0, 2, 3, 4, 5, 6, 7, 8, 10])
+        (5, [0, 2, 3, 4, 5, 6, 7, 8, 10])
     """
     tried: dict[int, Split] = {}
     errors: dict[int, OptionError] = {}
@@ -73,10 +97,12 @@ def search_split(
         if k in tried or not 0 <= k <= count:
             return
         try:
-            tried[k] = Split(k, float(evaluate(k)))
+            measured = evaluate(k)
         except OptionError as e:
             errors[k] = e
-            tried[k] = Split(k, None, str(e))
+            tried[k] = Split(k, None, None, str(e))
+        else:
+            tried[k] = Split(k, measured.mean, measured.error)
 
     for k in grid(count, points):
         run(k)
@@ -89,7 +115,10 @@ def search_split(
         for k in fresh:
             run(k)
     best = _best(tried)
-    if best is None:
+    if best is not None:
+        bar = tried[best].distortion + tried[best].error
+        best = min(s.blocks for s in tried.values() if s.distortion is not None and s.distortion <= bar)
+    else:
         first = errors.get(0) or next(iter(errors.values()))
         raise OptionError(
             f"`depth='auto'` tried removing 0 to {count} whole blocks before the channels, and no split "

@@ -27,7 +27,7 @@ from yoloprune.pruning.choose import choose, select_groups
 from yoloprune.pruning.depth import identity_masked
 from yoloprune.pruning.options import PruneOptions
 from yoloprune.pruning.plan import Plan, load_plan
-from yoloprune.pruning.split import Split, distortion, search_split
+from yoloprune.pruning.split import Measured, Split, distortion, search_split
 from yoloprune.pruning.verify import eval_outputs
 from yoloprune.yolo.adapter import ULTRALYTICS, model_task
 from yoloprune.yolo.analyze import Analysis, analyze, scope_of
@@ -131,9 +131,23 @@ def _images(
     return [(b["img"],) for b in calibration_batches(data, model_task(model), size, n)]
 
 
-def predictions(model: torch.nn.Module, images: Iterable[tuple[torch.Tensor, ...]]) -> list[torch.Tensor]:
-    """The model's predictions (eval mode, `ULTRALYTICS.select_outputs`) on every input of `images`."""
-    return [t for x in images for t in eval_outputs(model, x, ULTRALYTICS.select_outputs, torch.float32)]
+def predictions(
+    model: torch.nn.Module, images: Iterable[tuple[torch.Tensor, ...]]
+) -> list[list[torch.Tensor]]:
+    """The model's predictions (eval mode, `ULTRALYTICS.select_outputs`) on every image of `images`
+    (input tuples, batched): one list of tensors per image, each with a batch of one."""
+    out = []
+    for x in images:
+        tensors = eval_outputs(model, x, ULTRALYTICS.select_outputs, torch.float32)
+        out += [[t[i : i + 1] for t in tensors] for i in range(x[0].shape[0])]
+    return out
+
+
+def prediction_distortion(
+    model: torch.nn.Module, images: list[tuple[torch.Tensor, ...]], reference: list[list[torch.Tensor]]
+) -> Measured:
+    """How far `model`'s predictions are from `reference` (`predictions` of the original), image by image."""
+    return Measured.of([distortion(o, r) for o, r in zip(predictions(model, images), reference, strict=True)])
 
 
 def search_depth(
@@ -144,27 +158,30 @@ def search_depth(
     size_in: tuple[torch.Tensor, ...],
     imgsz: int,
 ) -> tuple[Shape, tuple[Split, ...]]:
-    """`depth="auto"`: the split between whole blocks and channels whose result's predictions differ
-    least from the original's (`yoloprune.pruning.split`), and every split tried. The blocks are
-    ranked in the same currency first: the distortion of removing each alone (the original with it
-    as identity), the least first, so a split of `k` removes the `k` that move the predictions least."""
+    """`depth="auto"`: the split between whole blocks and channels that `search_split` chooses by
+    the distortion of the result's predictions against the original's, and every split tried. The
+    blocks are ranked in the same currency first: the distortion of removing each alone (the
+    original with it as identity), the least first, so a split of `k` removes the `k` that move the
+    predictions least."""
     images = _images(a.model, options, data, imgsz)
     reference = predictions(a.model, images)
     pool = block_pool(a.model, options, scope, data, imgsz)
     with phase(f"depth auto: the distortion of removing each of {len(pool)} blocks alone"):
-        alone = [distortion(predictions(identity_masked(a.model, r.blocks), images), reference) for r in pool]
+        alone = [
+            prediction_distortion(identity_masked(a.model, r.blocks), images, reference).mean for r in pool
+        ]
     pool = [pool[i] for i in sorted(range(len(pool)), key=lambda i: (alone[i], i))]
-    best: dict[tuple[float, int], Shape] = {}  # the least distortion so far (ties: fewer blocks)
+    shapes: dict[int, Shape] = {}  # the latest split tried: the chosen one is usually among the last
 
-    def evaluate(k: int) -> float:
+    def split(k: int) -> Shape:
         with phase(f"depth auto: {k} of {len(pool)} removable blocks, then channels"):
-            s = shape(a, pool[:k], options, data, size_in, imgsz)
-            pruned, _ = pruned_copy(s.analysis.model, s.analysis.graph, s.chosen.removed, ULTRALYTICS)
-            d = distortion(predictions(pruned, images), reference)
-        if not best or (d, k) < min(best):
-            best.clear()
-            best[d, k] = s
-        return d
+            return shape(a, pool[:k], options, data, size_in, imgsz)
 
-    _, tried = search_split(len(pool), evaluate)
-    return next(iter(best.values())), tried
+    def evaluate(k: int) -> Measured:
+        shapes.clear()
+        s = shapes[k] = split(k)
+        pruned, _ = pruned_copy(s.analysis.model, s.analysis.graph, s.chosen.removed, ULTRALYTICS)
+        return prediction_distortion(pruned, images, reference)
+
+    chosen, tried = search_split(len(pool), evaluate)
+    return shapes.get(chosen) or split(chosen), tried
