@@ -74,6 +74,12 @@ def same_in_every_head(glue: Glue, heads: np.ndarray) -> None:
         glue.couple(heads[0], heads[h])
 
 
+def whole_heads(glue: Glue, heads: np.ndarray) -> None:
+    """Couple every element of each row of `heads` (heads x elements) into one: a head goes whole."""
+    for head in heads:
+        glue.couple(head[:1].repeat(len(head)), head)
+
+
 def _plain_inputs(model: nn.Module, batch: int = 1, seed: int | None = None) -> tuple[torch.Tensor]:
     return image_batch(64, batch, seed)
 

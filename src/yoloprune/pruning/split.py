@@ -2,20 +2,20 @@
 (FLOPs, params, latency) could be met by either.
 
 `depth="auto"` makes this one search over both axes with one currency: for a number `k` of blocks
-(the `k` that change their input least, so the candidates are nested), the blocks go and the
-channels meet the rest of the target as usual; the candidate's cost is the *output distortion* of
-the result against the original, measured on the same images (`distortion`). The `k` with the least
-distortion wins. Distortion is the common currency because block and channel scores are not on one
-scale (a block's change and a channel's L1 norm are different quantities), while what either removal
-does to the model's predictions is.
+(the first `k` of one ranking, so the candidates are nested), the blocks go and the channels meet
+the rest of the target as usual; the candidate's cost is the *output distortion* of the result
+against the original, measured image by image on the same images (`distortion`, a mean with its
+standard error, `Measured`). Distortion is the common currency because block and channel scores are
+not on one scale (a block's change and a channel's L1 norm are different quantities), while what
+either removal does to the model's predictions is.
 
-The search evaluates a coarse grid of `k` and then halves the bracket around the best (between its
-evaluated neighbours) until the neighbours are adjacent: for 10 removable blocks, 5 to 9 candidates,
-each a full channel allocation. A
-candidate that cannot meet the target (depth alone already below it; channels alone cannot get
-down to it) is infeasible, and the reason is kept.
+The search evaluates a coarse grid of `k` and then halves the bracket around the least (between
+its evaluated neighbours) until the neighbours are adjacent: for 10 removable blocks, 5 to 9
+candidates, each a full channel allocation. It keeps the fewest blocks whose distortion is within
+one standard error of the least. A candidate that cannot meet the target (depth alone already below
+it; channels alone cannot get down to it) is infeasible, and the reason is kept.
 
-Framework-free: the caller supplies the evaluation.
+Framework-free: the caller supplies the ranking and the evaluation.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from torch import nn
 from ultralytics.nn.modules import block as B
 from ultralytics.nn.modules.transformer import MSDeformAttn
 
-from yoloprune.graph.adapter import Glue, ModuleRule, same_in_every_head
+from yoloprune.graph.adapter import Glue, ModuleRule, same_in_every_head, whole_heads
 from yoloprune.yolo.deformable import deformable_attention, fix_deformable
 from yoloprune.yolo.world import RULES as WORLD_RULES
 from yoloprune.yolo.world import fix_world
@@ -87,8 +87,7 @@ def area_attention(glue: Glue, m: B.AAttn, x: torch.Tensor) -> torch.Tensor:
         out = out.reshape(b, h, w, m.all_head_dim).permute(0, 3, 1, 2).contiguous()
         v = v.reshape(b, h, w, m.all_head_dim).permute(0, 3, 1, 2).contiguous()
     heads = glue.elems(qkv_map).reshape(m.num_heads, 3 * m.head_dim)
-    for head in heads:  # a head goes whole: its q, k and v channels are one
-        glue.couple(head[:1].repeat(len(head)), head)
+    whole_heads(glue, heads)  # its q, k and v channels are one
     ve = heads[:, 2 * m.head_dim :]
     glue.label(out, ve, [qkv_map], "AAttn: softmax(q k) weights v, per head")
     glue.label(v, ve, [qkv_map], "AAttn: v, per head")

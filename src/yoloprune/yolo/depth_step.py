@@ -10,7 +10,7 @@ import copy
 import dataclasses
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -151,6 +151,17 @@ def check_depth_request(found: Sequence[Repeated], fraction: float, scope: Itera
         )
 
 
+def calibration_inputs(
+    model: nn.Module, options: PruneOptions, data: str | os.PathLike[str] | None, imgsz: int, count: int
+) -> Iterator[tuple[torch.Tensor]] | None:
+    """`count` calibration images of the dataset YAML `data` (at `options.calib_imgsz`, else `imgsz`),
+    one input tuple per batch, read lazily; None when the criterion reads no dataset (it refuses `data`)."""
+    if data is None or not NEEDS.get(options.importance):
+        return None
+    found = calibration_batches(data, model_task(model), options.calib_imgsz or imgsz, count)
+    return ((b["img"],) for b in found)
+
+
 def block_pool(
     model: nn.Module,
     options: PruneOptions,
@@ -161,11 +172,7 @@ def block_pool(
     """The removable blocks under `scope`, those that change their input least first, measured on
     `options.calib_images` images of the dataset YAML `data` when the criterion reads one (else on the
     example input); refused when there are none."""
-    batches = None
-    if data is not None and NEEDS.get(options.importance):  # else the criterion refuses `data`
-        size = options.calib_imgsz or imgsz
-        found = calibration_batches(data, model_task(model), size, options.calib_images)
-        batches = ((b["img"],) for b in found)
+    batches = calibration_inputs(model, options, data, imgsz, options.calib_images)
     found = repeated_blocks(model, options.exclude, batches)
     check_depth_request(found, options.depth, scope)
     return ranked_blocks(found, scope)

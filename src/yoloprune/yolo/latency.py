@@ -169,6 +169,23 @@ def time_layers(setting: Setting) -> TimeLayers:
     return time
 
 
+def _exported(
+    model: nn.Module,
+    path: Path,
+    ckpt: dict | None,
+    setting: Setting,
+    imgsz: int,
+    data: str | os.PathLike[str] | None,
+) -> Path:
+    """`model` saved to `path` (a .pt with `ckpt`'s metadata) and exported for `setting` at `imgsz`."""
+    return export(save_checkpoint(model, path, source_ckpt=ckpt), setting, imgsz, data)
+
+
+def _model_ms(setting: Setting, paths: list[Path]) -> list[float]:
+    """Median milliseconds of each whole model in `paths`, timed in turn in `setting`."""
+    return medians(setting, paths, RUNS, WARMUP, "the model")
+
+
 class RuntimeTimer:
     """The `LatencyTimer` of one runtime setting: layers from the cached table timings (in FP32 on
     the setting's runtime and threads), whole models exported into `work` and timed with the original."""
@@ -192,11 +209,12 @@ class RuntimeTimer:
         self._count = 0
 
     def _export(self, model: nn.Module, name: str) -> Path:
-        checkpoint = save_checkpoint(model, self._work / f"{name}.pt", source_ckpt=self._ckpt)
-        return export(checkpoint, self._model_setting, self._imgsz, self._data)
+        return _exported(
+            model, self._work / f"{name}.pt", self._ckpt, self._model_setting, self._imgsz, self._data
+        )
 
     def _time(self, paths: list[Path]) -> list[float]:
-        return medians(self._model_setting, paths, RUNS, WARMUP, "the model")
+        return _model_ms(self._model_setting, paths)
 
     def model(self, removed: frozenset[int]) -> tuple[float, float]:
         if self._exported is None:
@@ -252,8 +270,8 @@ def latency_ratio(
     setting = _setting(options, data)
     with tempfile.TemporaryDirectory(prefix="yoloprune-latency-") as work:
         paths = [
-            export(save_checkpoint(m, Path(work) / f"{name}.pt", source_ckpt=ckpt), setting, imgsz, data)
+            _exported(m, Path(work) / f"{name}.pt", ckpt, setting, imgsz, data)
             for name, m in (("original", original), ("shallower", shallower))
         ]
-        before, after = medians(setting, paths, RUNS, WARMUP, "the model")
+        before, after = _model_ms(setting, paths)
     return after / before

@@ -19,7 +19,6 @@ import torch
 
 from yoloprune.errors import YoloPruneError
 from yoloprune.graph.groups import Group
-from yoloprune.importance import NEEDS
 from yoloprune.progress import phase
 from yoloprune.pruning.allocate import measurer
 from yoloprune.pruning.apply import pruned_copy
@@ -29,12 +28,18 @@ from yoloprune.pruning.options import PruneOptions
 from yoloprune.pruning.plan import Plan, load_plan
 from yoloprune.pruning.split import Measured, Split, distortion, search_split
 from yoloprune.pruning.verify import eval_outputs
-from yoloprune.yolo.adapter import ULTRALYTICS, model_task
+from yoloprune.yolo.adapter import ULTRALYTICS
 from yoloprune.yolo.analyze import Analysis, analyze, scope_of
 from yoloprune.yolo.calibrate import evidence_for
-from yoloprune.yolo.dataset import calibration_batches
 from yoloprune.yolo.depth import Repeated
-from yoloprune.yolo.depth_step import DepthStep, block_pool, take_out, whole_budget, width_options
+from yoloprune.yolo.depth_step import (
+    DepthStep,
+    block_pool,
+    calibration_inputs,
+    take_out,
+    whole_budget,
+    width_options,
+)
 
 DISTORTION_IMAGES = 16  # calibration images the depth search compares predictions on
 
@@ -102,9 +107,8 @@ def shape(
     depth, ratio = None, None
     if blocks:
         depth = take_out(a.model, blocks, options.seed)
-        if (
-            options.latency is not None and plan is None
-        ):  # the target is the original's: how fast is the rest?
+        if options.latency is not None and plan is None:
+            # the target is the original's latency: how fast is what the blocks left?
             from yoloprune.yolo.latency import latency_ratio  # the runtimes load only for this
 
             ratio = latency_ratio(depth.original, depth.model, a.ckpt, options, imgsz, data)
@@ -124,11 +128,8 @@ def _images(
 ) -> list[tuple[torch.Tensor, ...]]:
     """The inputs the depth search compares predictions on: calibration images of `data` when the
     criterion reads a dataset, else the example input (as the blocks' importance is measured)."""
-    if data is None or not NEEDS.get(options.importance):
-        return [ULTRALYTICS.example_inputs(model, batch=2, seed=options.seed)]
-    size = options.calib_imgsz or imgsz
-    n = min(options.calib_images, DISTORTION_IMAGES)
-    return [(b["img"],) for b in calibration_batches(data, model_task(model), size, n)]
+    found = calibration_inputs(model, options, data, imgsz, min(options.calib_images, DISTORTION_IMAGES))
+    return [ULTRALYTICS.example_inputs(model, batch=2, seed=options.seed)] if found is None else list(found)
 
 
 def predictions(
@@ -165,23 +166,23 @@ def search_depth(
     predictions least."""
     images = _images(a.model, options, data, imgsz)
     reference = predictions(a.model, images)
-    pool = block_pool(a.model, options, scope, data, imgsz)
+    pool = block_pool(a.model, options, scope)  # ranked again below: no calibration pass for the change
     with phase(f"depth auto: the distortion of removing each of {len(pool)} blocks alone"):
         alone = [
             prediction_distortion(identity_masked(a.model, r.blocks), images, reference).mean for r in pool
         ]
     pool = [pool[i] for i in sorted(range(len(pool)), key=lambda i: (alone[i], i))]
-    shapes: dict[int, Shape] = {}  # the latest split tried: the chosen one is usually among the last
+    latest: list[tuple[int, Shape]] = []  # only the last split tried is kept (memory): often the one chosen
 
     def split(k: int) -> Shape:
         with phase(f"depth auto: {k} of {len(pool)} removable blocks, then channels"):
             return shape(a, pool[:k], options, data, size_in, imgsz)
 
     def evaluate(k: int) -> Measured:
-        shapes.clear()
-        s = shapes[k] = split(k)
+        latest[:] = [(k, split(k))]
+        s = latest[0][1]
         pruned, _ = pruned_copy(s.analysis.model, s.analysis.graph, s.chosen.removed, ULTRALYTICS)
         return prediction_distortion(pruned, images, reference)
 
     chosen, tried = search_split(len(pool), evaluate)
-    return shapes.get(chosen) or split(chosen), tried
+    return (latest[0][1] if latest[0][0] == chosen else split(chosen)), tried

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from ultralytics.nn.modules import block as B
 
-from yoloprune.graph.adapter import Glue, same_in_every_head
+from yoloprune.graph.adapter import Glue, same_in_every_head, whole_heads
 
 TEXT_REASON = (
     "its channels meet the text embeddings' dims in a dot product, and the text encoder fixes that width "
@@ -92,8 +92,7 @@ def image_pooling_attention(
         aw = F.softmax(torch.einsum("bnmc,bkmc->bmnk", qh, kh) / (m.hc**0.5), dim=-1)
         out = torch.einsum("bmnk,bkmc->bnmc", aw, vh).reshape(bs, -1, m.ec).transpose(1, 2)  # (bs, ec, n)
     heads = [glue.elems(t).reshape(m.nh, m.hc) for t in (q, k, v)]
-    for head in np.concatenate(heads, axis=1):  # a head goes whole: its q, k and v channels are one
-        glue.couple(head[:1].repeat(len(head)), head)
+    whole_heads(glue, np.concatenate(heads, axis=1))  # its q, k and v channels are one
     glue.label(out, heads[2].reshape(-1), [q, k, v], "ImagePoolingAttn: softmax(q k) weights v, per head")
     return m.proj(out.transpose(1, 2)) * m.scale + text
 
